@@ -1,0 +1,191 @@
+"""Checkpoints: what a suite lists, and safe, strict loading into an encoder.
+
+Loading never unpickles arbitrary objects (``torch.load(weights_only=True)`` or safetensors)
+and never degrades silently: after unwrapping the usual containers (``state_dict``, ``model``,
+...) and stripping the wrapper prefix (``module.``, ``backbone.``, ``encoder.``,
+``module.encoder_q.``, ...), every encoder tensor must be filled with the right shape, or
+the load fails listing what is missing, mismatched and unexpected. Keys outside the encoder
+(projection heads, classifiers, momentum encoders) are ignored and reported.
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from evalbench.encoders import FAMILY_DEFAULTS, split_arch
+from evalbench.errors import CheckpointError, ConfigError
+from evalbench.yamlio import check_mapping
+
+# containers real projects nest their weights in, looked into in this order
+_CONTAINERS = ("state_dict", "model", "model_state", "module", "teacher", "network", "net", "encoder")
+# BatchNorm's step counter does not change features; old checkpoints lack it
+_ALWAYS_SKIPPABLE = ("*num_batches_tracked",)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How task images become encoder input: channels, optional resize, normalisation."""
+
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: Optional[int] = None  # None: keep the task's native size
+
+    def as_dict(self) -> dict:
+        return {"in_chans": self.in_chans, "mean": list(self.mean), "std": list(self.std), "input_size": self.input_size}
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    name: str
+    arch: str
+    preprocessing: Preprocessing
+    path: Optional[Path] = None  # None only for the explicit random-init baseline
+    init_seed: int = 0  # random-init baseline only
+    skip_missing: tuple[str, ...] = ()  # glob patterns of encoder keys allowed to stay unfilled
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def random_init(self) -> bool:
+        return self.path is None
+
+
+CKPT_KEYS = ("name", "arch", "path", "init", "init_seed", "preprocessing", "skip_missing", "meta")
+PREP_KEYS = ("in_chans", "mean", "std", "input_size")
+
+
+def parse_checkpoint(data: Any, *, where: str, base_dir: Path) -> CheckpointSpec:
+    d = check_mapping(data, where=where, required=("name", "arch"), optional=CKPT_KEYS[2:])
+    family, _ = split_arch(str(d["arch"]))
+    init = d.get("init", "checkpoint")
+    if init not in ("checkpoint", "random"):
+        raise ConfigError(f"{where}: init must be 'checkpoint' or 'random' (the labelled random-weights baseline)")
+    if (init == "random") == ("path" in d):
+        raise ConfigError(f"{where}: give a path, or init: random for the random-weights baseline (not both)")
+    defaults = FAMILY_DEFAULTS[family]
+    p = check_mapping(d.get("preprocessing", {}), where=f"{where}: preprocessing", optional=PREP_KEYS)
+    in_chans = int(p.get("in_chans", defaults.in_chans))
+    mean = tuple(float(x) for x in p.get("mean", defaults.mean))
+    std = tuple(float(x) for x in p.get("std", defaults.std))
+    if len(mean) not in (1, in_chans) or len(std) not in (1, in_chans):
+        raise ConfigError(f"{where}: preprocessing mean/std need 1 or in_chans={in_chans} values")
+    path = Path(d["path"]).expanduser() if "path" in d else None
+    return CheckpointSpec(
+        name=str(d["name"]),
+        arch=str(d["arch"]),
+        preprocessing=Preprocessing(in_chans, mean, std, p.get("input_size")),
+        path=(base_dir / path) if path is not None and not path.is_absolute() else path,
+        init_seed=int(d.get("init_seed", 0)),
+        skip_missing=tuple(d.get("skip_missing", ())),
+        meta=dict(d.get("meta", {})),
+    )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_identity(spec: CheckpointSpec) -> str:
+    """What identifies the weights: the file's sha256, or the random-init recipe."""
+    if spec.random_init:
+        return f"random-init:{spec.arch}:seed{spec.init_seed}"
+    if not spec.path.is_file():
+        raise CheckpointError(
+            f"checkpoint {spec.name!r}: file {spec.path} does not exist; fix `path:` in the suite "
+            "(relative paths are relative to the suite file)"
+        )
+    return sha256_file(spec.path)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read tensors safely: safetensors, or torch.load with weights_only=True."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file {path} does not exist") from None
+    except Exception as e:  # noqa: BLE001 - any reader failure means an unusable file
+        raise CheckpointError(
+            f"checkpoint {path} could not be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "the file may be truncated or corrupt, or hold pickled objects other than tensors: "
+            "re-save it with torch.save(model.state_dict(), ...) or safetensors"
+        ) from None
+    return unwrap_state_dict(obj, where=str(path))
+
+
+def unwrap_state_dict(obj: Any, *, where: str) -> dict[str, torch.Tensor]:
+    """Descend through the usual containers until a flat name -> tensor mapping."""
+    for _ in range(4):
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        inner = next((obj[k] for k in _CONTAINERS if isinstance(obj, Mapping) and isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if isinstance(obj, Mapping):  # mixed dict: keep its tensors (e.g. {'epoch': 3, 'conv.weight': ...})
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise CheckpointError(f"checkpoint {where} holds no tensors under {_CONTAINERS}; is it a model checkpoint?")
+
+
+def best_prefix(keys: list[str], target: set[str]) -> str:
+    """The wrapper prefix (e.g. 'module.encoder_q.') under which most keys match the encoder."""
+    candidates = {""}
+    for k in keys:
+        parts = k.split(".")
+        candidates.update(".".join(parts[:i]) + "." for i in range(1, min(len(parts), 4)))
+    score = lambda p: sum(k.startswith(p) and k[len(p):] in target for k in keys)  # noqa: E731
+    return max(sorted(candidates, key=len), key=score)  # ties: the shortest prefix
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    prefix: str
+    loaded: int
+    ignored: tuple[str, ...]  # checkpoint keys outside the encoder (heads, momentum copies)
+    skipped: tuple[str, ...]  # encoder keys left at init because the user allowed it
+
+    def as_dict(self) -> dict:
+        return {"prefix": self.prefix, "loaded": self.loaded, "ignored": len(self.ignored),
+                "ignored_sample": list(self.ignored[:8]), "skipped": list(self.skipped)}
+
+
+def _listing(label: str, keys: list[str]) -> str:
+    more = f" (+{len(keys) - 10} more)" if len(keys) > 10 else ""
+    return f"{label} ({len(keys)}): {', '.join(keys[:10])}{more}"
+
+
+def load_strict(model: nn.Module, sd: dict[str, torch.Tensor], *, arch: str, skip_missing: tuple[str, ...] = ()) -> LoadReport:
+    target = model.state_dict()
+    prefix = best_prefix(list(sd), set(target))
+    stripped = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    unexpected = sorted(k for k in sd if not (k.startswith(prefix) and k[len(prefix):] in target))
+    patterns = _ALWAYS_SKIPPABLE + tuple(skip_missing)
+    missing = sorted(k for k in target if k not in stripped)
+    skipped = [k for k in missing if any(fnmatch.fnmatch(k, p) for p in patterns)]
+    missing = [k for k in missing if k not in skipped]
+    mismatched = [f"{k} {tuple(stripped[k].shape)} vs {tuple(v.shape)}" for k, v in target.items()
+                  if k in stripped and stripped[k].shape != v.shape]
+    if missing or mismatched:
+        parts = [f"checkpoint does not fit {arch}"]
+        parts += [_listing("missing", missing)] if missing else []
+        parts += [_listing("shape mismatch (checkpoint vs model)", mismatched)] if mismatched else []
+        parts += [_listing("unexpected", unexpected)] if unexpected else []
+        parts.append("check `arch:` (and `in_chans`), or list keys that may stay unfilled under `skip_missing:`")
+        raise CheckpointError("; ".join(parts))
+    model.load_state_dict({k: v for k, v in stripped.items() if k in target}, strict=False)
+    return LoadReport(prefix, len(target) - len(skipped), tuple(unexpected), tuple(skipped))

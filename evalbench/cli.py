@@ -1,0 +1,126 @@
+"""Command line: `evalbench run|table|list|splits`. The only place with an argparse namespace."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from evalbench.errors import EvalbenchError
+from evalbench.registry import Registry
+
+COMMANDS: Registry[Callable[[argparse.Namespace], int]] = Registry("command", "evalbench --help")
+LISTINGS: Registry[Callable[[], list[str]]] = Registry("listing", "evalbench list --help")
+
+
+@COMMANDS.register("run")
+def cmd_run(a: argparse.Namespace) -> int:
+    from evalbench.default import default_suite
+    from evalbench.report import render_table
+    from evalbench.runner import format_summary, run_suite
+    from evalbench.store import RecordStore
+    from evalbench.suite import load_suite, plan
+
+    results = Path(a.results)
+    suite = load_suite(Path(a.suite)) if a.suite else default_suite(results)
+    store = RecordStore(results)
+    summary = run_suite(suite, store=store, executor=a.executor, address=a.address, num_cpus=a.num_cpus)
+    keys = {j.key for j in plan(suite)}
+    print(render_table((r for r in store.records() if r["key"] in keys), fmt=a.format))
+    print(format_summary(summary), file=sys.stderr)
+    return 0 if summary.success else 1
+
+
+@COMMANDS.register("table")
+def cmd_table(a: argparse.Namespace) -> int:
+    from evalbench.report import render_table
+    from evalbench.store import RecordStore
+
+    store = RecordStore(Path(a.results))
+    if not store.records_dir.is_dir():
+        raise EvalbenchError(f"no records under {store.records_dir}; run `evalbench run` first or pass --results DIR")
+    print(render_table(store.records(), fmt=a.format, task=a.task, protocol=a.protocol))
+    return 0
+
+
+def _list_tasks() -> list[str]:
+    from evalbench.tasks import builtin_task_files, resolve_task
+
+    return [f"{t.name:16s} v{t.version}  loader={t.loader:18s} {t.description}" for t in map(resolve_task, builtin_task_files())]
+
+
+def _list_protocols() -> list[str]:
+    from evalbench.protocols import builtin_protocol_files, resolve_protocol
+
+    return [f"{p.name:10s} v{p.version}  {p.description}" for p in map(resolve_protocol, builtin_protocol_files())]
+
+
+def _list_encoders() -> list[str]:
+    from evalbench.encoders import BUILTIN, FAMILIES
+
+    return [f"builtin:{n}" for n in BUILTIN] + [f"{f}:<name>" for f in FAMILIES if f != "builtin"]
+
+
+def _list_loaders() -> list[str]:
+    from evalbench.data import LOADERS
+
+    return LOADERS.names()
+
+
+for _name, _fn in {"tasks": _list_tasks, "protocols": _list_protocols, "encoders": _list_encoders, "loaders": _list_loaders}.items():
+    LISTINGS.register(_name)(_fn)
+
+
+@COMMANDS.register("list")
+def cmd_list(a: argparse.Namespace) -> int:
+    print("\n".join(LISTINGS.get(a.what)()))
+    return 0
+
+
+@COMMANDS.register("splits")
+def cmd_splits(a: argparse.Namespace) -> int:
+    from evalbench.data import LOADERS
+    from evalbench.tasks import resolve_task, task_root, write_split_file
+
+    spec = resolve_task(a.task)
+    if spec.split_file.exists() and not a.force:
+        raise EvalbenchError(f"{spec.split_file} exists; splits are fixed once made (pass --force to remake it)")
+    n = len(LOADERS.get(spec.loader)(root=task_root(spec), **spec.params).train)
+    print(f"wrote {write_split_file(spec, n)} ({n} train images)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evalbench", description="Benchmark pretrained image encoders (k-NN, linear probe, ...).")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a suite (default: the embedded digits/mnist5k demo)")
+    r.add_argument("suite", nargs="?", help="suite YAML (checkpoints x tasks x protocols x seeds)")
+    r.add_argument("--results", default="results", help="results directory (records, feature cache)")
+    r.add_argument("--executor", default="ray", choices=["ray", "local"], help="ray (default) or local in-process")
+    r.add_argument("--address", default=None, help="Ray cluster address to join (default: embedded local Ray)")
+    r.add_argument("--num-cpus", type=int, default=None, help="CPUs for embedded local Ray (default: all)")
+    r.add_argument("--format", default="github", help="table format: github, latex, html, csv, plain")
+    t = sub.add_parser("table", help="render the table from stored records")
+    t.add_argument("--results", default="results")
+    t.add_argument("--format", default="github", help="github, latex, html, csv, plain")
+    t.add_argument("--task", default=None)
+    t.add_argument("--protocol", default=None)
+    li = sub.add_parser("list", help="list tasks, protocols, encoders or loaders")
+    li.add_argument("what", choices=["tasks", "protocols", "encoders", "loaders"])
+    s = sub.add_parser("splits", help="make a task's split index file (once; then keep it with the task)")
+    s.add_argument("task", help="task name or task YAML path")
+    s.add_argument("--force", action="store_true")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return COMMANDS.get(a.command)(a)
+    except (EvalbenchError, KeyError) as e:
+        print(f"evalbench: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

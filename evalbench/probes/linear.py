@@ -1,0 +1,80 @@
+"""Linear probe on frozen features (linear@1).
+
+Multinomial logistic regression trained full-batch with L-BFGS on cached, non-augmented
+features, the protocol of Kornblith et al. 2019 ("Do Better ImageNet Models Transfer
+Better?") and CLIP's linear-probe evaluation (openai/CLIP README, sklearn LogisticRegression
+with the L2 strength swept on a validation split). Features are standardised with training
+statistics. The L2 strength is chosen on val from a log grid (ties: the stronger one), then
+the model is refit on train + val and test top-1 is reported with the chosen value.
+
+Objective: mean cross-entropy + (l2 / 2) * ||W||^2 (bias unregularised); this equals
+scikit-learn's LogisticRegression with C = 1 / (l2 * n_train).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evalbench.features import Features
+from evalbench.protocols import PROBES, ProbeResult
+
+Params = tuple[torch.Tensor, torch.Tensor]  # W (D, C), b (C,)
+
+
+def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
+    return [(t - mean) / std for t in (train, *others)]
+
+
+def fit_logreg(x: torch.Tensor, y: torch.Tensor, *, l2: float, num_classes: int, max_iter: int,
+               init: Optional[Params] = None) -> Params:
+    """Full-batch L-BFGS (strong Wolfe line search) on the regularised multinomial loss."""
+    w = (init[0].clone() if init else x.new_zeros(x.shape[1], num_classes)).requires_grad_(True)
+    b = (init[1].clone() if init else x.new_zeros(num_classes)).requires_grad_(True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-7, tolerance_change=1e-10)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w + b, y) + 0.5 * l2 * (w * w).sum()  # logits (N, C)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def accuracy(params: Params, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float(((x @ params[0] + params[1]).argmax(1) == y).float().mean())
+
+
+def select_l2(x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
+              grid: list[float], num_classes: int, max_iter: int) -> tuple[float, dict[float, float]]:
+    """Val top-1 for each l2, strongest first with warm starts; best l2 (ties: stronger)."""
+    curve: dict[float, float] = {}
+    params: Optional[Params] = None
+    for l2 in sorted(grid, reverse=True):
+        params = fit_logreg(x_tr, y_tr, l2=l2, num_classes=num_classes, max_iter=max_iter, init=params)
+        curve[l2] = accuracy(params, x_val, y_val)
+    best = max(curve.values())
+    return max(l2 for l2, acc in curve.items() if acc == best), curve
+
+
+@PROBES.register("linear")
+def linear_probe(features: Features, *, params: dict, seed: int, device: torch.device) -> ProbeResult:
+    torch.manual_seed(seed)
+    t = {s: torch.from_numpy(features.x[s]).to(device, torch.float32) for s in ("train", "val", "test")}
+    y = {s: torch.from_numpy(features.y[s]).to(device) for s in ("train", "val", "test")}
+    grid = [float(v) for v in params["l2_grid"]]
+    max_iter, c = int(params["max_iter"]), features.num_classes
+    x_tr, x_val = standardise(t["train"], t["val"])
+    l2, curve = select_l2(x_tr, y["train"], x_val, y["val"], grid=grid, num_classes=c, max_iter=max_iter)
+    x_all, x_test = standardise(torch.cat([t["train"], t["val"]]), t["test"])
+    final = fit_logreg(x_all, torch.cat([y["train"], y["val"]]), l2=l2, num_classes=c, max_iter=max_iter)
+    return ProbeResult(
+        {"top1": accuracy(final, x_test, y["test"])},
+        {"l2": l2, "val_top1": curve[l2], "val_curve": {f"{k:g}": v for k, v in sorted(curve.items())}},
+    )
