@@ -9,7 +9,9 @@ the load fails listing what is missing, mismatched and unexpected. Keys outside 
 """
 from __future__ import annotations
 
+import argparse
 import fnmatch
+import re
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +25,13 @@ from evalbench.errors import CheckpointError, ConfigError
 from evalbench.yamlio import check_mapping
 
 # containers real projects nest their weights in, looked into in this order
-_CONTAINERS = ("state_dict", "model", "model_state", "module", "teacher", "network", "net", "encoder")
+_CONTAINERS = ("state_dict", "model", "model_state", "module", "teacher", "student", "network", "net", "encoder")
 # BatchNorm's step counter does not change features; old checkpoints lack it
 _ALWAYS_SKIPPABLE = ("*num_batches_tracked",)
+# wrapper names of momentum/target copies, never chosen over the online encoder on a tie
+_MOMENTUM = ("encoder_k.", "momentum", "target")
+# plain data holders real checkpoints pickle beside the weights (DINO, solo-learn save `args`)
+_SAFE_GLOBALS = [argparse.Namespace]
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ def parse_checkpoint(data: Any, *, where: str, base_dir: Path) -> CheckpointSpec
         preprocessing=Preprocessing(in_chans, mean, std, p.get("input_size")),
         path=(base_dir / path) if path is not None and not path.is_absolute() else path,
         init_seed=int(d.get("init_seed", 0)),
-        skip_missing=tuple(d.get("skip_missing", ())),
+        skip_missing=_patterns(d.get("skip_missing", ()), where=f"{where}: skip_missing"),
         meta=dict(d.get("meta", {})),
     )
 
@@ -114,14 +120,18 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - any reader failure means an unusable file
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        reason = (f"it pickles a {refused.group(1)} object, which weights_only loading refuses" if refused
+                  else f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}")
         raise CheckpointError(
-            f"checkpoint {path} could not be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            "the file may be truncated or corrupt, or hold pickled objects other than tensors: "
-            "re-save it with torch.save(model.state_dict(), ...) or safetensors"
+            f"checkpoint {path} could not be read ({reason}); the file may be truncated or corrupt, or hold "
+            "pickled objects other than tensors: re-save the weights with torch.save(model.state_dict(), ...) "
+            "or safetensors"
         ) from None
     return unwrap_state_dict(obj, where=str(path))
 
@@ -149,7 +159,8 @@ def best_prefix(keys: list[str], target: set[str]) -> str:
         parts = k.split(".")
         candidates.update(".".join(parts[:i]) + "." for i in range(1, min(len(parts), 4)))
     score = lambda p: sum(k.startswith(p) and k[len(p):] in target for k in keys)  # noqa: E731
-    return max(sorted(candidates, key=len), key=score)  # ties: the shortest prefix
+    # ties: the shortest prefix, then not a momentum/target copy (MoCo encoder_k, BYOL target_network)
+    return max(sorted(candidates, key=lambda p: (len(p), any(m in p for m in _MOMENTUM), p)), key=score)
 
 
 @dataclass(frozen=True)
@@ -189,3 +200,11 @@ def load_strict(model: nn.Module, sd: dict[str, torch.Tensor], *, arch: str, ski
         raise CheckpointError("; ".join(parts))
     model.load_state_dict({k: v for k, v in stripped.items() if k in target}, strict=False)
     return LoadReport(prefix, len(target) - len(skipped), tuple(unexpected), tuple(skipped))
+
+
+def _patterns(value: Any, *, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of glob patterns, e.g. ['fc.*']")
+    return tuple(value)

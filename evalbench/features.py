@@ -41,6 +41,15 @@ class Features:
     def dim(self) -> int:
         return int(self.x["train"].shape[1])
 
+    def tensors(self, *splits: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (N, D) float32 and labels (N,) of the given splits, concatenated, on device.
+
+        Copies: arrays that arrive through Ray's object store are read-only.
+        """
+        x = torch.cat([torch.tensor(self.x[s], dtype=torch.float32) for s in splits])
+        y = torch.cat([torch.tensor(self.y[s], dtype=torch.long) for s in splits])
+        return x.to(device), y.to(device)
+
 
 def preprocess(batch: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     """uint8 (B, C, H, W) -> normalised float (B, in_chans, S, S)."""
@@ -66,7 +75,7 @@ def encode(encoder: nn.Module, images: np.ndarray, *, prep: Preprocessing, devic
     encoder.eval().to(device)
     out = []
     for i in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[i : i + batch_size]).to(device)
+        batch = torch.tensor(images[i : i + batch_size], device=device)  # copy: arrays may be read-only
         out.append(encoder(preprocess(batch, prep)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, encoder.num_features), np.float32)
 
@@ -74,8 +83,10 @@ def encode(encoder: nn.Module, images: np.ndarray, *, prep: Preprocessing, devic
 def load_encoder(spec: CheckpointSpec) -> tuple[nn.Module, dict]:
     """Build the architecture and fill it strictly from the checkpoint (or seeded random init)."""
     if spec.random_init:
-        torch.manual_seed(spec.init_seed)
-        return build_encoder(spec.arch, in_chans=spec.preprocessing.in_chans), {"random_init": True, "init_seed": spec.init_seed}
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(spec.init_seed)
+            encoder = build_encoder(spec.arch, in_chans=spec.preprocessing.in_chans)
+        return encoder, {"random_init": True, "init_seed": spec.init_seed}
     encoder = build_encoder(spec.arch, in_chans=spec.preprocessing.in_chans)
     report = load_strict(encoder, read_state_dict(spec.path), arch=spec.arch, skip_missing=spec.skip_missing)
     return encoder, report.as_dict()

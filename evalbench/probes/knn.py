@@ -8,7 +8,6 @@ The bank is train + val (k-NN has no hyperparameter to choose on val); queries a
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,7 +42,7 @@ def weighted_vote(sims: torch.Tensor, labels: torch.Tensor, *, T: float, num_cla
 
 
 def knn_predict(bank_x: torch.Tensor, bank_y: torch.Tensor, query_x: torch.Tensor, *, settings: list[dict],
-                num_classes: int, chunk: int = 1024) -> dict[tuple[int, float], torch.Tensor]:
+                num_classes: int, chunk: int = 4096) -> dict[tuple[int, float], torch.Tensor]:
     """Predictions for every (k, T) setting from one top-k pass with the largest k."""
     bank = F.normalize(bank_x.float(), dim=1)
     query = F.normalize(query_x.float(), dim=1)
@@ -63,11 +62,9 @@ def metric_name(k: int, T: float) -> str:
 
 @PROBES.register("knn")
 def knn_probe(features: Features, *, params: dict, seed: int, device: torch.device) -> ProbeResult:
-    bank_x = torch.from_numpy(np.concatenate([features.x["train"], features.x["val"]])).to(device)
-    bank_y = torch.from_numpy(np.concatenate([features.y["train"], features.y["val"]])).to(device)
-    test_x = torch.from_numpy(features.x["test"]).to(device)
-    test_y = torch.from_numpy(features.y["test"]).to(device)
+    bank_x, bank_y = features.tensors("train", "val", device=device)
+    test_x, test_y = features.tensors("test", device=device)
     preds = knn_predict(bank_x, bank_y, test_x, settings=params["settings"], num_classes=features.num_classes,
-                        chunk=int(params.get("chunk_size", 1024)))
+                        chunk=int(params["chunk_size"]))
     metrics = {metric_name(k, T): float((p == test_y).float().mean()) for (k, T), p in preds.items()}
     return ProbeResult(metrics, {"bank_size": len(bank_x), "queries": len(test_x)})

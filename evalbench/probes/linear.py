@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,29 +51,31 @@ def accuracy(params: Params, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def select_l2(x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
-              grid: list[float], num_classes: int, max_iter: int) -> tuple[float, dict[float, float]]:
-    """Val top-1 for each l2, strongest first with warm starts; best l2 (ties: stronger)."""
+              grid: list[float], num_classes: int, max_iter: int) -> tuple[float, dict[float, float], Params]:
+    """Val top-1 for each l2, strongest first with warm starts; best l2 (ties: stronger) and its fit."""
     curve: dict[float, float] = {}
+    fits: dict[float, Params] = {}
     params: Optional[Params] = None
     for l2 in sorted(grid, reverse=True):
-        params = fit_logreg(x_tr, y_tr, l2=l2, num_classes=num_classes, max_iter=max_iter, init=params)
+        params = fits[l2] = fit_logreg(x_tr, y_tr, l2=l2, num_classes=num_classes, max_iter=max_iter, init=params)
         curve[l2] = accuracy(params, x_val, y_val)
     best = max(curve.values())
-    return max(l2 for l2, acc in curve.items() if acc == best), curve
+    chosen = max(l2 for l2, acc in curve.items() if acc == best)
+    return chosen, curve, fits[chosen]
 
 
 @PROBES.register("linear")
 def linear_probe(features: Features, *, params: dict, seed: int, device: torch.device) -> ProbeResult:
     torch.manual_seed(seed)
-    t = {s: torch.from_numpy(features.x[s]).to(device, torch.float32) for s in ("train", "val", "test")}
-    y = {s: torch.from_numpy(features.y[s]).to(device) for s in ("train", "val", "test")}
+    (x_tr, y_tr), (x_val, y_val) = features.tensors("train", device=device), features.tensors("val", device=device)
+    (x_all, y_all), (x_test, y_test) = features.tensors("train", "val", device=device), features.tensors("test", device=device)
     grid = [float(v) for v in params["l2_grid"]]
     max_iter, c = int(params["max_iter"]), features.num_classes
-    x_tr, x_val = standardise(t["train"], t["val"])
-    l2, curve = select_l2(x_tr, y["train"], x_val, y["val"], grid=grid, num_classes=c, max_iter=max_iter)
-    x_all, x_test = standardise(torch.cat([t["train"], t["val"]]), t["test"])
-    final = fit_logreg(x_all, torch.cat([y["train"], y["val"]]), l2=l2, num_classes=c, max_iter=max_iter)
+    x_tr, x_val = standardise(x_tr, x_val)
+    l2, curve, chosen_fit = select_l2(x_tr, y_tr, x_val, y_val, grid=grid, num_classes=c, max_iter=max_iter)
+    x_all, x_test = standardise(x_all, x_test)
+    final = fit_logreg(x_all, y_all, l2=l2, num_classes=c, max_iter=max_iter, init=chosen_fit)  # warm start
     return ProbeResult(
-        {"top1": accuracy(final, x_test, y["test"])},
-        {"l2": l2, "val_top1": curve[l2], "val_curve": {f"{k:g}": v for k, v in sorted(curve.items())}},
+        {"top1": accuracy(final, x_test, y_test)},
+        {"l2": l2, "val_top1": curve[l2], "l2_at_grid_edge": l2 in (min(grid), max(grid)), "val_curve": {f"{k:g}": v for k, v in sorted(curve.items())}},
     )
