@@ -112,13 +112,13 @@ def test_run__task_with_absent_data_fails_clearly(tmp_path):
 
 def test_run__killed_run_resumes_with_only_the_unfinished_jobs(tmp_path):
     suite_path = write_suite(tmp_path / "s.yaml", checkpoints=[RANDOM], tasks=["digits", "mnist5k"],
-                             protocols=["knn", {"name": "linear", "params": {"max_iter": 300}}], seeds=[0, 1, 2])
+                             protocols=["knn", FAST_LINEAR], seeds=[0, 1, 2])
     results = tmp_path / "res"
     proc = subprocess.Popen([sys.executable, "-m", "evalbench.cli", "run", str(suite_path), "--results", str(results),
                              "--executor", "local"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((results / "records").glob("*.json"))) < 2:
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = _records(results)  # every file present parses: writes are atomic
