@@ -23,7 +23,7 @@ TRAIN_TASKS = ("digits", "mnist5k")  # both 0-9 handwritten digits: one label sp
 def supervised_reference(checkpoint_dir: Path, *, out: TextIO = sys.stderr) -> tuple[Path, SupervisedRecipe]:
     """Train (once; reused while the recipe is unchanged) the supervised reference checkpoint."""
     tasks = [resolve_task(t) for t in TRAIN_TASKS]
-    recipe = SupervisedRecipe(arch=ARCH, tasks=tuple(t.ref for t in tasks))
+    recipe = SupervisedRecipe(arch=ARCH, tasks=tuple(t.ref for t in tasks), epochs=6)
     path = checkpoint_dir / f"supervised-{'+'.join(TRAIN_TASKS)}-{recipe.digest()}.safetensors"
     if not path.exists():
         ckpt = parse_checkpoint({"name": "tmp", "arch": ARCH, "init": "random", "preprocessing": PREP}, where="default", base_dir=Path("."))
