@@ -14,7 +14,7 @@ from evalbench.errors import ConfigError
 from evalbench.features import Features
 from evalbench.paths import PROTOCOLS_DIR
 from evalbench.registry import Registry
-from evalbench.yamlio import check_mapping, read_yaml
+from evalbench.yamlio import check_mapping, find_yaml, read_yaml, yaml_files
 
 
 @dataclass(frozen=True)
@@ -67,17 +67,13 @@ def parse_protocol(data: Any, *, source: Path) -> ProtocolSpec:
 
 
 def builtin_protocol_files() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(PROTOCOLS_DIR.glob("*.yaml"))}
+    return yaml_files(PROTOCOLS_DIR)
 
 
 def resolve_protocol(name_or_path: str) -> ProtocolSpec:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        return parse_protocol(read_yaml(path), source=path.resolve())
-    files = builtin_protocol_files()
-    if name_or_path not in files:
-        raise ConfigError(f"unknown protocol {name_or_path!r}; known: {', '.join(files)} (evalbench list protocols)")
-    return parse_protocol(read_yaml(files[name_or_path]), source=files[name_or_path])
+    """A built-in protocol name (protocols/NAME.yaml) or a path to a protocol YAML file."""
+    path = find_yaml(name_or_path, PROTOCOLS_DIR, kind="protocol")
+    return parse_protocol(read_yaml(path), source=path)
 
 
 def run_probe(spec: ProtocolSpec, features: Features, *, seed: int, device: torch.device) -> ProbeResult:

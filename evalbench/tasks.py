@@ -19,7 +19,7 @@ import numpy as np
 from evalbench.data import LOADERS, ImageArrays
 from evalbench.errors import ConfigError
 from evalbench.paths import TASKS_DIR
-from evalbench.yamlio import check_mapping, read_yaml
+from evalbench.yamlio import check_mapping, find_yaml, read_yaml, yaml_files
 
 TASK_KEYS_REQUIRED = ("name", "version", "loader", "num_classes", "splits")
 TASK_KEYS_OPTIONAL = ("description", "root", "params", "metric", "install")
@@ -84,21 +84,13 @@ def parse_task(data: Any, *, source: Path) -> TaskSpec:
 
 
 def builtin_task_files() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(TASKS_DIR.glob("*.yaml"))}
+    return yaml_files(TASKS_DIR)
 
 
 def resolve_task(name_or_path: str) -> TaskSpec:
     """A built-in task name (tasks/NAME.yaml) or a path to a task YAML file."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        return parse_task(read_yaml(path), source=path.resolve())
-    files = builtin_task_files()
-    if name_or_path not in files:
-        raise ConfigError(
-            f"unknown task {name_or_path!r}; known: {', '.join(files)} (evalbench list tasks), "
-            "or give the path to a task YAML file"
-        )
-    return parse_task(read_yaml(files[name_or_path]), source=files[name_or_path])
+    path = find_yaml(name_or_path, TASKS_DIR, kind="task")
+    return parse_task(read_yaml(path), source=path)
 
 
 def make_split(train_size: int, *, val_fraction: float, test_fraction: float, seed: int) -> dict:

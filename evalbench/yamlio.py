@@ -35,3 +35,20 @@ def check_mapping(
     if missing:
         raise ConfigError(f"{where}: missing required key {missing[0]!r}")
     return data
+
+
+def yaml_files(directory: Path) -> dict[str, Path]:
+    """Built-in YAML files of a directory by stem (tasks/digits.yaml -> 'digits')."""
+    return {p.stem: p for p in sorted(Path(directory).glob("*.yaml"))}
+
+
+def find_yaml(name_or_path: str, directory: Path, *, kind: str) -> Path:
+    """A path to a YAML file, or the name of a built-in one under ``directory``."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return path.resolve()
+    files = yaml_files(directory)
+    if name_or_path not in files:
+        raise ConfigError(f"unknown {kind} {name_or_path!r}; known: {', '.join(files)} (evalbench list {kind}s), "
+                          f"or give the path to a {kind} YAML file")
+    return files[name_or_path]
