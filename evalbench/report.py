@@ -51,8 +51,16 @@ def summary_frame(df: pd.DataFrame, *, task: Optional[str] = None, protocol: Opt
     variants = df.groupby(["task", "protocol"])["params"].transform("nunique")
     proto = df["protocol"].where(variants == 1, df["protocol"] + "#" + df["params"])
     df = df.assign(column=df["task"] + " / " + proto + " " + df["metric"])
-    agg = df.groupby(["checkpoint", "column"], sort=True)["value"].agg(["mean", "std", "count"])
-    return agg.reset_index()
+    agg = df.groupby(["checkpoint", "column"], sort=True)["value"].agg(["mean", "std", "count"]).reset_index()
+    order = sorted(df["column"].unique(), key=lambda c: (c.rsplit(" ", 1)[0], _metric_rank(df, c)))
+    agg["column"] = pd.Categorical(agg["column"], categories=order, ordered=True)
+    return agg
+
+
+def _metric_rank(df: pd.DataFrame, column: str) -> int:
+    """Metrics of one protocol column group keep the order the probe reported them in."""
+    metric = column.rsplit(" ", 1)[1]
+    return list(dict.fromkeys(df["metric"])).index(metric)
 
 
 def _cell(mean: float, std: float, n: int) -> str:
@@ -65,9 +73,12 @@ def render_table(records: Iterable[dict], *, fmt: str = "github", task: Optional
     if summary.empty:
         return "(no ok records match)"
     summary["cell"] = [_cell(m, s, n) for m, s, n in zip(summary["mean"], summary["std"], summary["count"])]
-    wide = summary.pivot(index="checkpoint", columns="column", values="cell").fillna("–")
+    wide = summary.pivot(index="checkpoint", columns="column", values="cell")
+    wide = wide.astype(object).where(wide.notna(), "–")
+    wide.columns = [str(c) for c in wide.columns]
     wide.columns.name = None
     tablefmt = FORMATS.get(fmt)
     if tablefmt == "csv":
         return wide.to_csv()
-    return tabulate(wide, headers=["checkpoint (top-1 %)", *wide.columns], tablefmt=tablefmt)
+    return tabulate(wide, headers=["checkpoint (top-1 %)", *wide.columns], tablefmt=tablefmt, disable_numparse=True,
+                    colalign=("left",) + ("right",) * len(wide.columns))

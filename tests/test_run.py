@@ -36,6 +36,10 @@ def test_run__ray_end_to_end_on_digits(tmp_path, ray_session, saved_small_cnn, c
         assert r["status"] == "ok" and r["env"]["device"] in ("cpu", "cuda") and r["key"] == stem
         assert r["task"]["name"] == "digits" and r["task"]["version"] == 1 and len(r["task"]["split_sha256"]) == 64
         assert r["protocol"]["version"] == 1 and r["env"]["torch"].startswith("2.")
+    for name in ("random", "saved"):  # one extraction per (checkpoint, task), shared by all 4 jobs through Ray
+        extractions = {json.dumps(r["details"]["features"], sort_keys=True) for r in records.values()
+                       if r["checkpoint"]["name"] == name}
+        assert len(extractions) == 1 and '"cache": "miss"' in extractions.pop()
     saved = [r for r in records.values() if r["checkpoint"]["name"] == "saved"]
     assert all(len(r["checkpoint"]["sha256"]) == 64 for r in saved)
     knn = next(r for r in saved if r["protocol"]["name"] == "knn")

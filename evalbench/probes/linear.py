@@ -8,7 +8,8 @@ statistics. The L2 strength is chosen on val from a log grid (ties: the stronger
 the model is refit on train + val and test top-1 is reported with the chosen value.
 
 Objective: mean cross-entropy + (l2 / 2) * ||W||^2 (bias unregularised); this equals
-scikit-learn's LogisticRegression with C = 1 / (l2 * n_train).
+scikit-learn's LogisticRegression with C = 1 / (l2 * n_train) for 3 or more classes (for two
+classes scikit-learn fits one weight vector, and C = 2 / (l2 * n_train)).
 """
 from __future__ import annotations
 
