@@ -100,9 +100,9 @@ def feature_key(ckpt_id: str, spec: CheckpointSpec, task: TaskSpec, split_sha: s
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    np.savez(tmp, **arrays)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
     os.replace(tmp, path)
 
 
@@ -130,8 +130,9 @@ def get_features(spec: CheckpointSpec, task: TaskSpec, *, cache_dir: Optional[Pa
     y = {s: parts[s].labels for s in SPLITS}
     meta.update(cache="miss", load=load_report, dataset_s=round(t1 - t0, 3), extract_s=round(time.perf_counter() - t1, 3), dim=int(x["train"].shape[1]))
     if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".json").write_text(json.dumps(load_report))  # before the .npz that marks a hit
         _save_npz(path, {**{f"x_{s}": x[s] for s in SPLITS}, **{f"y_{s}": y[s] for s in SPLITS}})
-        path.with_suffix(".json").write_text(json.dumps(load_report))
     return Features(x, y, task.num_classes, meta)
 
 

@@ -27,7 +27,7 @@ Probe = Callable[..., ProbeResult]
 PROBES: Registry[Probe] = Registry("probe implementation", "evalbench list protocols")
 
 PROTOCOL_KEYS_REQUIRED = ("name", "version", "implementation", "params")
-PROTOCOL_KEYS_OPTIONAL = ("description", "source", "resources", "frozen")
+PROTOCOL_KEYS_OPTIONAL = ("description", "source", "resources")
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
 
 
@@ -39,7 +39,6 @@ class ProtocolSpec:
     params: dict
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    frozen: bool = True  # runs on cached frozen features
     description: str = ""
     source: str = ""
 
@@ -62,7 +61,7 @@ def parse_protocol(data: Any, *, source: Path) -> ProtocolSpec:
     return ProtocolSpec(
         name=str(d["name"]), version=int(d["version"]), implementation=str(d["implementation"]),
         params=dict(d["params"] or {}), num_cpus=float(r.get("num_cpus", 1)), num_gpus=float(r.get("num_gpus", 0)),
-        frozen=bool(d.get("frozen", True)), description=str(d.get("description", "")), source=str(d.get("source", "")),
+        description=str(d.get("description", "")), source=str(d.get("source", "")),
     )
 
 

@@ -44,7 +44,7 @@ class RecordStore:
         """Temp file in the same directory + os.replace: a reader never sees half a record."""
         self.records_dir.mkdir(parents=True, exist_ok=True)
         target = self.path(record["key"])
-        fd, tmp = tempfile.mkstemp(dir=self.records_dir, prefix=".tmp-", suffix=".json")
+        fd, tmp = tempfile.mkstemp(dir=self.records_dir, prefix=".tmp-", suffix=".part")  # never matches *.json
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=1, sort_keys=False)
             f.flush()
@@ -53,6 +53,7 @@ class RecordStore:
         return target
 
     def records(self) -> Iterator[dict]:
+        """Every stored record; a write cut short by a kill leaves only a .part file, never read."""
         for p in sorted(self.records_dir.glob("*.json")):
             yield json.loads(p.read_text())
 

@@ -8,8 +8,7 @@ of the task (tasks/splits/), see :mod:`evalbench.tasks`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -40,8 +39,5 @@ class SourceParts:
     test: Optional[ImageArrays] = None
 
 
-class Loader(Protocol):
-    def __call__(self, *, root: Optional[Path], **params: Any) -> SourceParts: ...
-
-
+# a loader: (*, root: Optional[Path], **params from the task YAML) -> SourceParts
 LOADERS: Registry[Callable[..., SourceParts]] = Registry("dataset loader", "evalbench list loaders")
