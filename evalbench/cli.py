@@ -44,9 +44,9 @@ def cmd_table(a: argparse.Namespace) -> int:
 
 
 def _list_tasks() -> list[str]:
-    from evalbench.tasks import builtin_task_files, resolve_task
+    from evalbench.tasks import builtin_task_files, data_status, resolve_task
 
-    return [f"{t.name:16s} v{t.version}  loader={t.loader:18s} {t.description}" for t in map(resolve_task, builtin_task_files())]
+    return [f"{t.name:14s} v{t.version}  {data_status(t):9s}  {t.description}" for t in map(resolve_task, builtin_task_files())]
 
 
 def _list_protocols() -> list[str]:

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import TextIO
 
 from evalbench.checkpoints import parse_checkpoint
-from evalbench.errors import EvalbenchError
 from evalbench.protocols import resolve_protocol
 from evalbench.suite import Suite
-from evalbench.tasks import load_task, resolve_task
+from evalbench.tasks import data_status, resolve_task
 from evalbench.train import SupervisedRecipe, save_checkpoint, train_supervised
 from evalbench.worker import pick_device
 
@@ -33,14 +32,6 @@ def supervised_reference(checkpoint_dir: Path, *, out: TextIO = sys.stderr) -> t
     return path, recipe
 
 
-def _available(name: str) -> bool:
-    try:
-        load_task(resolve_task(name))
-        return True
-    except EvalbenchError:
-        return False
-
-
 def default_suite(results_dir: Path, *, out: TextIO = sys.stderr) -> Suite:
     path, recipe = supervised_reference(results_dir / "checkpoints", out=out)
     ckpts = [
@@ -48,7 +39,7 @@ def default_suite(results_dir: Path, *, out: TextIO = sys.stderr) -> Suite:
         {"name": f"small-cnn supervised ({'+'.join(TRAIN_TASKS)}, {recipe.epochs} ep)", "arch": ARCH, "path": str(path),
          "preprocessing": PREP, "meta": {"method": "supervised", **recipe.__dict__}},
     ]
-    tasks = ["digits", "mnist5k"] + [t for t in ("fashion-mnist",) if _available(t)]
+    tasks = ["digits", "mnist5k"] + [t for t in ("fashion-mnist",) if data_status(resolve_task(t)) == "ready"]
     return Suite(
         name="default",
         checkpoints=tuple(parse_checkpoint(c, where=f"default checkpoint {i}", base_dir=Path(".")) for i, c in enumerate(ckpts)),

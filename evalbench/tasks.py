@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from evalbench.data import LOADERS, ImageArrays
-from evalbench.errors import ConfigError
+from evalbench.errors import ConfigError, EvalbenchError
 from evalbench.paths import TASKS_DIR
 from evalbench.yamlio import check_mapping, find_yaml, read_yaml, yaml_files
 
@@ -155,3 +155,12 @@ def load_task(spec: TaskSpec) -> TaskData:
     keep[test_idx] = False
     test = parts.test if parts.test is not None else parts.train.subset(test_idx)
     return TaskData(spec, parts.train.subset(np.flatnonzero(keep)), parts.train.subset(val_idx), test, sha)
+
+
+def data_status(spec: TaskSpec) -> str:
+    """'ready' when the task's data loads here, else 'missing' (`evalbench run` says how to get it)."""
+    try:
+        LOADERS.get(spec.loader)(root=task_root(spec), **spec.params)
+        return "ready"
+    except EvalbenchError:
+        return "missing"

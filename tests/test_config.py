@@ -80,3 +80,12 @@ def test_suite__malformed_yaml_says_which_file(tmp_path):
     path.write_text("checkpoints: [\n  - name: x\n")
     with pytest.raises(ConfigError, match="broken.yaml: malformed YAML"):
         load_suite(path)
+
+
+def test_data_status__ready_for_packaged_data_missing_for_absent_files(tmp_path):
+    from evalbench.tasks import data_status, parse_task
+
+    assert data_status(resolve_task("digits")) == "ready"
+    absent = parse_task({"name": "c", "version": 1, "loader": "cifar10", "root": str(tmp_path), "num_classes": 10,
+                         "splits": {"file": "c.json"}}, source=tmp_path / "c.yaml")
+    assert data_status(absent) == "missing"
