@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from evalbench.encoders import FAMILY_DEFAULTS, split_arch
+from evalbench.encoders import family_defaults
 from evalbench.errors import CheckpointError, ConfigError
 from evalbench.yamlio import check_mapping
 
@@ -68,13 +68,12 @@ PREP_KEYS = ("in_chans", "mean", "std", "input_size")
 
 def parse_checkpoint(data: Any, *, where: str, base_dir: Path) -> CheckpointSpec:
     d = check_mapping(data, where=where, required=("name", "arch"), optional=CKPT_KEYS[2:])
-    family, _ = split_arch(str(d["arch"]))
+    defaults = family_defaults(str(d["arch"]))
     init = d.get("init", "checkpoint")
     if init not in ("checkpoint", "random"):
         raise ConfigError(f"{where}: init must be 'checkpoint' or 'random' (the labelled random-weights baseline)")
     if (init == "random") == ("path" in d):
         raise ConfigError(f"{where}: give a path, or init: random for the random-weights baseline (not both)")
-    defaults = FAMILY_DEFAULTS[family]
     p = check_mapping(d.get("preprocessing", {}), where=f"{where}: preprocessing", optional=PREP_KEYS)
     in_chans = int(p.get("in_chans", defaults.in_chans))
     mean = tuple(float(x) for x in p.get("mean", defaults.mean))

@@ -19,13 +19,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     from evalbench.report import render_table
     from evalbench.runner import format_summary, run_suite
     from evalbench.store import RecordStore
-    from evalbench.suite import load_suite, plan
+    from evalbench.suite import load_suite
 
     results = Path(a.results)
     suite = load_suite(Path(a.suite)) if a.suite else default_suite(results)
     store = RecordStore(results)
     summary = run_suite(suite, store=store, executor=a.executor, address=a.address, num_cpus=a.num_cpus)
-    keys = {j.key for j in plan(suite)}
+    keys = set(summary.keys)
     print(render_table((r for r in store.records() if r["key"] in keys), fmt=a.format))
     print(format_summary(summary), file=sys.stderr)
     return 0 if summary.success else 1

@@ -14,18 +14,6 @@ from torch import nn
 from evalbench.errors import ConfigError
 from evalbench.registry import Registry
 
-
-
-@dataclass(frozen=True)
-class Family:
-    build: Callable[[str, int], nn.Module]  # (model name, in_chans) -> encoder with random weights
-    check: Callable[[str], None]  # raises ConfigError (or KeyError) for an unknown model name
-
-
-FAMILIES: Registry[Family] = Registry("architecture family", "evalbench list encoders")
-# built-in small CNNs for 8x8..32x32 inputs: name -> builder(in_chans)
-BUILTIN: Registry[Callable[[int], nn.Module]] = Registry("built-in encoder", "evalbench list encoders")
-
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -36,11 +24,23 @@ class FamilyDefaults:
     std: tuple[float, ...]
 
 
-FAMILY_DEFAULTS = {
-    "timm": FamilyDefaults(3, IMAGENET_MEAN, IMAGENET_STD),
-    "torchvision": FamilyDefaults(3, IMAGENET_MEAN, IMAGENET_STD),
-    "builtin": FamilyDefaults(1, (0.5,), (0.5,)),
-}
+IMAGENET = FamilyDefaults(3, IMAGENET_MEAN, IMAGENET_STD)
+
+
+@dataclass(frozen=True)
+class Family:
+    build: Callable[[str, int], nn.Module]  # (model name, in_chans) -> encoder with random weights
+    check: Callable[[str], None]  # raises ConfigError (or KeyError) for an unknown model name
+    defaults: FamilyDefaults = IMAGENET  # preprocessing when the suite gives none
+
+
+FAMILIES: Registry[Family] = Registry("architecture family", "evalbench list encoders")
+# built-in small CNNs for 8x8..32x32 inputs: name -> builder(in_chans)
+BUILTIN: Registry[Callable[[int], nn.Module]] = Registry("built-in encoder", "evalbench list encoders")
+
+
+def family_defaults(arch: str) -> FamilyDefaults:
+    return FAMILIES.get(split_arch(arch)[0]).defaults
 
 
 def split_arch(arch: str) -> tuple[str, str]:
@@ -86,7 +86,8 @@ BUILTIN.register("small-cnn-wide")(lambda in_chans: SmallCNN(in_chans, (64, 128,
 BUILTIN.register("small-cnn-deep")(lambda in_chans: SmallCNN(in_chans, (32, 64, 128, 256)))
 
 
-FAMILIES.register("builtin")(Family(build=lambda name, in_chans: BUILTIN.get(name)(in_chans), check=BUILTIN.get))
+FAMILIES.register("builtin")(Family(build=lambda name, in_chans: BUILTIN.get(name)(in_chans), check=BUILTIN.get,
+                                    defaults=FamilyDefaults(1, (0.5,), (0.5,))))
 
 
 def _check_timm(name: str) -> None:

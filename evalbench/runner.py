@@ -20,6 +20,7 @@ class RunSummary:
     skipped: int = 0
     ok: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (job label, error)
+    keys: list[str] = field(default_factory=list)  # every planned job's key, for the run's own table
 
     @property
     def success(self) -> bool:
@@ -38,7 +39,7 @@ def _line(job: Job, out: JobOutcome) -> str:
 def run_suite(suite: Suite, *, store: RecordStore, executor: str = "ray", address: Optional[str] = None,
               num_cpus: Optional[int] = None, out: TextIO = sys.stderr) -> RunSummary:
     jobs = plan(suite)
-    summary = RunSummary(planned=len(jobs))
+    summary = RunSummary(planned=len(jobs), keys=[j.key for j in jobs])
     todo = [j for j in jobs if not store.is_done(j.key)]
     summary.skipped = len(jobs) - len(todo)
     runnable = []

@@ -55,10 +55,6 @@ class TaskData:
     test: ImageArrays
     split_sha256: str
 
-    @property
-    def channels(self) -> int:
-        return int(self.train.images.shape[1])
-
 
 def parse_task(data: Any, *, source: Path) -> TaskSpec:
     where = str(source)
