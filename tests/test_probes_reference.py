@@ -191,6 +191,7 @@ def test_linear_probe__chooses_l2_on_val_not_test():
     l2_test, _ = sklearn_sweep(f, "test")
     assert l2_val == max(LINEAR_GRID) and l2_test == min(LINEAR_GRID)  # the fixture does what it says
     assert res.details["l2"] == l2_val
+    assert res.details["refit_grad_max"] < 1e-3  # the recorded refit converged
     for l2, acc in curve_val.items():
         assert abs(res.details["val_curve"][f"{l2:g}"] - acc) <= 1 / 300 + 1e-6
 

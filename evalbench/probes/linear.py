@@ -47,6 +47,14 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, *, l2: float, num_classes: int,
     return w.detach(), b.detach()
 
 
+def grad_norm(params: Params, x: torch.Tensor, y: torch.Tensor, *, l2: float) -> float:
+    """Max-abs gradient of the objective at params: ~0 when L-BFGS converged (a record of it)."""
+    w, b = (p.clone().requires_grad_(True) for p in params)
+    loss = F.cross_entropy(x @ w + b, y) + 0.5 * l2 * (w * w).sum()
+    gw, gb = torch.autograd.grad(loss, (w, b))
+    return float(torch.cat([gw.flatten(), gb]).abs().max())
+
+
 def accuracy(params: Params, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(((x @ params[0] + params[1]).argmax(1) == y).float().mean())
 
@@ -78,5 +86,5 @@ def linear_probe(features: Features, *, params: dict, seed: int, device: torch.d
     final = fit_logreg(x_all, y_all, l2=l2, num_classes=c, max_iter=max_iter, init=chosen_fit)  # warm start
     return ProbeResult(
         {"top1": accuracy(final, x_test, y_test)},
-        {"l2": l2, "val_top1": curve[l2], "l2_at_grid_edge": l2 in (min(grid), max(grid)), "val_curve": {f"{k:g}": v for k, v in sorted(curve.items())}},
+        {"l2": l2, "val_top1": curve[l2], "refit_grad_max": grad_norm(final, x_all, y_all, l2=l2), "l2_at_grid_edge": l2 in (min(grid), max(grid)), "val_curve": {f"{k:g}": v for k, v in sorted(curve.items())}},
     )
