@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import re
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional

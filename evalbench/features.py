@@ -99,7 +99,6 @@ def feature_key(ckpt_id: str, spec: CheckpointSpec, task: TaskSpec, split_sha: s
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
     with os.fdopen(fd, "wb") as f:
         np.savez(f, **arrays)

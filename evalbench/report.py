@@ -52,15 +52,11 @@ def summary_frame(df: pd.DataFrame, *, task: Optional[str] = None, protocol: Opt
     proto = df["protocol"].where(variants == 1, df["protocol"] + "#" + df["params"])
     df = df.assign(column=df["task"] + " / " + proto + " " + df["metric"])
     agg = df.groupby(["checkpoint", "column"], sort=True)["value"].agg(["mean", "std", "count"]).reset_index()
-    order = sorted(df["column"].unique(), key=lambda c: (c.rsplit(" ", 1)[0], _metric_rank(df, c)))
+    # columns grouped by task / protocol; metrics keep the order the probe reported them in
+    metric_rank = {m: i for i, m in enumerate(dict.fromkeys(df["metric"]))}
+    order = sorted(df["column"].unique(), key=lambda c: (c.rsplit(" ", 1)[0], metric_rank[c.rsplit(" ", 1)[1]]))
     agg["column"] = pd.Categorical(agg["column"], categories=order, ordered=True)
     return agg
-
-
-def _metric_rank(df: pd.DataFrame, column: str) -> int:
-    """Metrics of one protocol column group keep the order the probe reported them in."""
-    metric = column.rsplit(" ", 1)[1]
-    return list(dict.fromkeys(df["metric"])).index(metric)
 
 
 def _cell(mean: float, std: float, n: int) -> str:

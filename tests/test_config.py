@@ -1,6 +1,7 @@
 """Contract tests over every YAML file and registry, and suite validation at the boundary."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,6 @@ from evalbench.errors import ConfigError
 from evalbench.protocols import PROBES, builtin_protocol_files, resolve_protocol
 from evalbench.suite import load_suite, plan
 from evalbench.tasks import builtin_task_files, make_split, resolve_task
-from evalbench.yamlio import read_yaml
 from tests.conftest import PREP, write_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def test_protocol_yaml__loads_with_registered_implementation(name):
 def test_task_yaml__loads_and_has_split_file(name):
     spec = resolve_task(name)
     assert spec.name == name and spec.num_classes > 1
-    split = read_yaml(spec.split_file) if spec.split_file.suffix == ".yaml" else __import__("json").loads(spec.split_file.read_text())
+    split = json.loads(spec.split_file.read_text())
     val, test = set(split["val"]), set(split.get("test", []))
     assert val and not (val & test), "val and test indices must be disjoint"
     assert max(val | test) < split["train_size"]

@@ -29,6 +29,11 @@ def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor
     return [(t - mean) / std for t in (train, *others)]
 
 
+def objective(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, l2: float) -> torch.Tensor:
+    """Mean cross-entropy of logits x @ w + b (N, C) plus (l2 / 2) ||w||^2; the bias is unregularised."""
+    return F.cross_entropy(x @ w + b, y) + 0.5 * l2 * (w * w).sum()
+
+
 def fit_logreg(x: torch.Tensor, y: torch.Tensor, *, l2: float, num_classes: int, max_iter: int,
                init: Optional[Params] = None) -> Params:
     """Full-batch L-BFGS (strong Wolfe line search) on the regularised multinomial loss."""
@@ -39,7 +44,7 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, *, l2: float, num_classes: int,
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(x @ w + b, y) + 0.5 * l2 * (w * w).sum()  # logits (N, C)
+        loss = objective(w, b, x, y, l2=l2)
         loss.backward()
         return loss
 
@@ -50,8 +55,7 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, *, l2: float, num_classes: int,
 def grad_norm(params: Params, x: torch.Tensor, y: torch.Tensor, *, l2: float) -> float:
     """Max-abs gradient of the objective at params: ~0 when L-BFGS converged (a record of it)."""
     w, b = (p.clone().requires_grad_(True) for p in params)
-    loss = F.cross_entropy(x @ w + b, y) + 0.5 * l2 * (w * w).sum()
-    gw, gb = torch.autograd.grad(loss, (w, b))
+    gw, gb = torch.autograd.grad(objective(w, b, x, y, l2=l2), (w, b))
     return float(torch.cat([gw.flatten(), gb]).abs().max())
 
 
@@ -76,15 +80,15 @@ def select_l2(x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor, y_val
 @PROBES.register("linear")
 def linear_probe(features: Features, *, params: dict, seed: int, device: torch.device) -> ProbeResult:
     torch.manual_seed(seed)
-    (x_tr, y_tr), (x_val, y_val) = features.tensors("train", device=device), features.tensors("val", device=device)
-    (x_all, y_all), (x_test, y_test) = features.tensors("train", "val", device=device), features.tensors("test", device=device)
+    (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = (features.tensors(s, device=device) for s in ("train", "val", "test"))
     grid = [float(v) for v in params["l2_grid"]]
     max_iter, c = int(params["max_iter"]), features.num_classes
-    x_tr, x_val = standardise(x_tr, x_val)
-    l2, curve, chosen_fit = select_l2(x_tr, y_tr, x_val, y_val, grid=grid, num_classes=c, max_iter=max_iter)
-    x_all, x_test = standardise(x_all, x_test)
+    xs_tr, xs_val = standardise(x_tr, x_val)  # selection statistics: train only
+    l2, curve, chosen_fit = select_l2(xs_tr, y_tr, xs_val, y_val, grid=grid, num_classes=c, max_iter=max_iter)
+    x_all, x_test = standardise(torch.cat([x_tr, x_val]), x_test)  # refit statistics: train + val
+    y_all = torch.cat([y_tr, y_val])
     final = fit_logreg(x_all, y_all, l2=l2, num_classes=c, max_iter=max_iter, init=chosen_fit)  # warm start
-    return ProbeResult(
-        {"top1": accuracy(final, x_test, y_test)},
-        {"l2": l2, "val_top1": curve[l2], "refit_grad_max": grad_norm(final, x_all, y_all, l2=l2), "l2_at_grid_edge": l2 in (min(grid), max(grid)), "val_curve": {f"{k:g}": v for k, v in sorted(curve.items())}},
-    )
+    details = {"l2": l2, "val_top1": curve[l2], "l2_at_grid_edge": l2 in (min(grid), max(grid)),
+               "refit_grad_max": grad_norm(final, x_all, y_all, l2=l2),
+               "val_curve": {f"{k:g}": v for k, v in sorted(curve.items())}}
+    return ProbeResult({"top1": accuracy(final, x_test, y_test)}, details)
