@@ -6,69 +6,86 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from evalbench.errors import EvalbenchError
-from evalbench.registry import Registry
+from evalbench.core.errors import EvalbenchError
+from evalbench.core.registry import Registry
 
 COMMANDS: Registry[Callable[[argparse.Namespace], int]] = Registry("command", "evalbench --help")
 LISTINGS: Registry[Callable[[], list[str]]] = Registry("listing", "evalbench list --help")
 
 
+def _report_problems(problems: dict[str, str]) -> None:
+    for path, why in sorted(problems.items()):
+        print(f"evalbench: skipped {path}: not a valid record ({why}); `evalbench run` evaluates its job again",
+              file=sys.stderr)
+
+
 @COMMANDS.register("run")
 def cmd_run(a: argparse.Namespace) -> int:
     from evalbench.default import default_suite
-    from evalbench.report import render_table
-    from evalbench.runner import format_summary, run_suite
-    from evalbench.store import RecordStore
-    from evalbench.suite import load_suite
+    from evalbench.results.store import ArtifactStore, RecordStore
+    from evalbench.results.tables import render_table
+    from evalbench.run.runner import format_summary, run_suite
+    from evalbench.specs.suite import load_suite
 
-    results = Path(a.results)
-    suite = load_suite(Path(a.suite)) if a.suite else default_suite(results)
-    store = RecordStore(results)
-    summary = run_suite(suite, store=store, executor=a.executor, address=a.address, num_cpus=a.num_cpus)
+    suite = load_suite(Path(a.suite)) if a.suite else default_suite()
+    results = RecordStore(Path(a.results))
+    artifacts = ArtifactStore(Path(a.storage or a.results))
+    summary = run_suite(suite, results=results, artifacts=artifacts, executor=a.executor, address=a.address,
+                        num_cpus=a.num_cpus)
     keys = set(summary.keys)
-    print(render_table((r for r in store.records() if r["key"] in keys), fmt=a.format))
+    print(render_table((r for r in results.records() if r.key in keys), fmt=a.format))
+    _report_problems(results.problems)
     print(format_summary(summary), file=sys.stderr)
     return 0 if summary.success else 1
 
 
 @COMMANDS.register("table")
 def cmd_table(a: argparse.Namespace) -> int:
-    from evalbench.report import render_table
-    from evalbench.store import RecordStore
+    from evalbench.results.store import RecordStore
+    from evalbench.results.tables import render_table
 
     store = RecordStore(Path(a.results))
     if not store.records_dir.is_dir():
         raise EvalbenchError(f"no records under {store.records_dir}; run `evalbench run` first or pass --results DIR")
-    print(render_table(store.records(), fmt=a.format, task=a.task, protocol=a.protocol))
+    print(render_table(list(store.records()), fmt=a.format, task=a.task, protocol=a.protocol))
+    _report_problems(store.problems)
     return 0
 
 
+@LISTINGS.register("tasks")
 def _list_tasks() -> list[str]:
-    from evalbench.tasks import builtin_task_files, data_status, resolve_task
+    from evalbench.specs.task import builtin_task_files, data_status, resolve_task
 
     return [f"{t.name:14s} v{t.version}  {data_status(t):9s}  {t.description}" for t in map(resolve_task, builtin_task_files())]
 
 
+@LISTINGS.register("protocols")
 def _list_protocols() -> list[str]:
-    from evalbench.protocols import builtin_protocol_files, resolve_protocol
+    from evalbench.specs.protocol import builtin_protocol_files, resolve_protocol
 
-    return [f"{p.name:10s} v{p.version}  {p.description}" for p in map(resolve_protocol, builtin_protocol_files())]
+    return [f"{p.name:10s} v{p.version}  {'stochastic   ' if p.stochastic else 'deterministic'}  {p.description}"
+            for p in map(resolve_protocol, builtin_protocol_files())]
 
 
+@LISTINGS.register("encoders")
 def _list_encoders() -> list[str]:
-    from evalbench.encoders import BUILTIN, FAMILIES
+    from evalbench.encoders import list_encoders
 
-    return [f"builtin:{n}" for n in BUILTIN] + [f"{f}:<name>" for f in FAMILIES if f != "builtin"]
+    return list_encoders()
 
 
+@LISTINGS.register("loaders")
 def _list_loaders() -> list[str]:
     from evalbench.data import LOADERS
 
     return LOADERS.names()
 
 
-for _name, _fn in {"tasks": _list_tasks, "protocols": _list_protocols, "encoders": _list_encoders, "loaders": _list_loaders}.items():
-    LISTINGS.register(_name)(_fn)
+@LISTINGS.register("views")
+def _list_views() -> list[str]:
+    from evalbench.data.views import VIEWS
+
+    return [f"{n:10s} v{VIEWS.get(n).version}  {VIEWS.get(n).description}" for n in VIEWS]
 
 
 @COMMANDS.register("list")
@@ -79,23 +96,23 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 @COMMANDS.register("splits")
 def cmd_splits(a: argparse.Namespace) -> int:
-    from evalbench.data import LOADERS
-    from evalbench.tasks import resolve_task, task_root, write_split_file
+    from evalbench.specs.task import resolve_task, write_task_split
 
     spec = resolve_task(a.task)
     if spec.split_file.exists() and not a.force:
         raise EvalbenchError(f"{spec.split_file} exists; splits are fixed once made (pass --force to remake it)")
-    n = len(LOADERS.get(spec.loader)(root=task_root(spec), **spec.params).train)
-    print(f"wrote {write_split_file(spec, n)} ({n} train images)")
+    print(f"wrote {write_task_split(spec)}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evalbench", description="Benchmark pretrained image encoders (k-NN, linear probe, ...).")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run a suite (default: the embedded digits/mnist5k demo)")
+    r = sub.add_parser("run", help="evaluate a suite (default: the embedded default suite)")
     r.add_argument("suite", nargs="?", help="suite YAML (checkpoints x tasks x protocols x seeds)")
-    r.add_argument("--results", default="results", help="results directory (records, feature cache)")
+    r.add_argument("--results", default="results", help="results directory (records; artifacts too unless --storage)")
+    r.add_argument("--storage", default=None,
+                   help="artifact store (checkpoints, features): a path every Ray node sees (default: --results)")
     r.add_argument("--executor", default="ray", choices=["ray", "local"], help="ray (default) or local in-process")
     r.add_argument("--address", default=None, help="Ray cluster address to join (default: embedded local Ray)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for embedded local Ray (default: all)")
@@ -105,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", default="github", help="github, latex, html, csv, plain")
     t.add_argument("--task", default=None)
     t.add_argument("--protocol", default=None)
-    li = sub.add_parser("list", help="list tasks, protocols, encoders or loaders")
-    li.add_argument("what", choices=["tasks", "protocols", "encoders", "loaders"])
+    li = sub.add_parser("list", help="list tasks, protocols, encoders, loaders or views")
+    li.add_argument("what", choices=LISTINGS.names())
     s = sub.add_parser("splits", help="make a task's split index file (once; then keep it with the task)")
     s.add_argument("task", help="task name or task YAML path")
     s.add_argument("--force", action="store_true")

@@ -40,5 +40,5 @@ def saved_small_cnn(tmp_path) -> Path:
 
     torch.manual_seed(1)
     path = tmp_path / "small-cnn.pt"
-    torch.save(build_encoder("builtin:small-cnn", in_chans=1).state_dict(), path)
+    torch.save(build_encoder("builtin:small-cnn", in_chans=1).model.state_dict(), path)
     return path

@@ -1,9 +1,12 @@
-"""Loaders for datasets users keep on disk (DESIGN.md §4): Fashion-MNIST (IDX files),
-CIFAR-10/100 (python pickle batches), STL-10 (binary files) and any ImageFolder tree.
+"""Loaders for datasets users keep on disk as a few files (DESIGN.md §4): Fashion-MNIST (IDX
+files), CIFAR-10/100 (python pickle batches) and STL-10 (binary files). Each is small enough to
+hold in memory, so ``load`` returns :class:`ArraySource` parts; ImageFolder trees, which need
+not be, stream from disk (:mod:`evalbench.data.folder`).
 
 Nothing is downloaded: a missing dataset raises :class:`DatasetMissingError` naming the paths
 looked for and how to get the data; a malformed file raises :class:`DatasetCorruptError`
-naming the file.
+naming the file. ``fingerprint`` hashes each file the loader reads (file name + content hash,
+never the directory), so a copy of the same files elsewhere keeps its fingerprint.
 """
 from __future__ import annotations
 
@@ -16,20 +19,27 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from evalbench.data.base import LOADERS, ImageArrays, SourceParts
-from evalbench.errors import ConfigError, DatasetCorruptError, DatasetMissingError
+from evalbench.core.errors import ConfigError, DatasetCorruptError, DatasetMissingError
+from evalbench.core.filehash import HashFile, sha256_file
+from evalbench.data.base import LOADERS, ArraySource, Loader, SourceParts
 
 
 def _locate(root: Optional[Path], subdir: str, names: Sequence[str], *, dataset: str, how: str) -> Path:
     """The directory, ``root/subdir`` or ``root`` itself, that holds every file in ``names``."""
     if root is None:
         raise DatasetMissingError(f"{dataset}: no data directory given (set `root:` in the task YAML). {how}")
+    root = Path(root)
     dirs = [root / subdir, root]
     for d in dirs:
         if all((d / n).is_file() for n in names):
             return d
     looked = " and ".join(f"{d}/{{{','.join(names)}}}" for d in dirs)
     raise DatasetMissingError(f"{dataset}: data not found; looked for {looked}. {how}")
+
+
+def _files_fingerprint(loader: str, paths: Sequence[Path], hash_file: HashFile, **extra: Any) -> dict[str, Any]:
+    """``{"loader", "files": [[file name, sha256], ...], **extra}``: names only, never directories."""
+    return {"loader": loader, "files": [[p.name, hash_file(p)] for p in paths], **extra}
 
 
 # --- Fashion-MNIST: IDX files ------------------------------------------------------------------
@@ -41,6 +51,7 @@ FASHION_MNIST_HOW = (
     "from https://github.com/zalandoresearch/fashion-mnist (gzipped or not, or torchvision's FashionMNIST/raw/)."
 )
 _IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one the MNIST family uses
+_IDX_STEMS = {"train": "train", "test": "t10k"}  # part -> file name prefix
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -83,30 +94,47 @@ def _find_idx(root: Path, stem: str) -> Path:
     )
 
 
-def _idx_part(root: Path, prefix: str) -> ImageArrays:
-    images = read_idx(img_path := _find_idx(root, f"{prefix}-images-idx3-ubyte"))  # (N, 28, 28)
-    labels = read_idx(lbl_path := _find_idx(root, f"{prefix}-labels-idx1-ubyte"))  # (N,)
+def _idx_files(root: Optional[Path]) -> dict[str, tuple[Path, Path]]:
+    """part -> (images file, labels file); raises DatasetMissingError naming every path tried."""
+    root = FASHION_MNIST_ROOT if root is None else Path(root)
+    return {part: (_find_idx(root, f"{prefix}-images-idx3-ubyte"), _find_idx(root, f"{prefix}-labels-idx1-ubyte"))
+            for part, prefix in _IDX_STEMS.items()}
+
+
+def _idx_part(img_path: Path, lbl_path: Path) -> ArraySource:
+    images = read_idx(img_path)  # (N, H, W)
+    labels = read_idx(lbl_path)  # (N,)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DatasetCorruptError(
             f"{img_path} holds images of shape {images.shape} but {lbl_path} labels of shape {labels.shape}; "
             "expected (N, H, W) images and N labels"
         )
-    return ImageArrays(images[:, None], labels.astype(np.int64))  # (N, 1, H, W)
+    return ArraySource(images[:, None], labels.astype(np.int64))  # (N, 1, H, W)
 
 
-@LOADERS.register("fashion-mnist-idx")
 def load_fashion_mnist_idx(*, root: Optional[Path] = None) -> SourceParts:
     """Fashion-MNIST (Xiao et al. 2017) from its four IDX files: 60,000 train + 10,000 test, (N, 1, 28, 28).
 
     File names and format as published at https://github.com/zalandoresearch/fashion-mnist.
+    ``root`` defaults to Debian's ``FASHION_MNIST_ROOT``.
     """
-    root = FASHION_MNIST_ROOT if root is None else root
-    return SourceParts(train=_idx_part(root, "train"), test=_idx_part(root, "t10k"))
+    files = _idx_files(root)
+    return SourceParts(train=_idx_part(*files["train"]), test=_idx_part(*files["test"]))
+
+
+def fingerprint_fashion_mnist_idx(*, root: Optional[Path] = None, hash_file: HashFile = sha256_file) -> dict[str, Any]:
+    files = _idx_files(root)
+    return _files_fingerprint("fashion-mnist-idx", [p for part in files.values() for p in part], hash_file)
+
+
+LOADERS.register("fashion-mnist-idx")(Loader(load=load_fashion_mnist_idx, fingerprint=fingerprint_fashion_mnist_idx))
 
 
 # --- CIFAR-10 / CIFAR-100: python pickle batches -----------------------------------------------
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+CIFAR10_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+CIFAR100_NAMES = ["train", "test"]
 
 
 def _cifar_how(archive: str) -> str:
@@ -145,9 +173,10 @@ class _CifarUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"forbidden global {module}.{name}") from None
 
 
-def _read_cifar_batch(path: Path, label_key: str) -> ImageArrays:
-    """One batch: a dict with ``data`` uint8 (N, 3072), each row R then G then B planes of 32x32
-    row-major pixels, and a list of N labels under ``label_key`` (see ``CIFAR_URL``)."""
+def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch as (images (N, 3, 32, 32) uint8, labels (N,) int64). The file is a pickled dict with
+    ``data`` uint8 (N, 3072), each row R then G then B planes of 32x32 row-major pixels, and a list
+    of N labels under ``label_key`` (see ``CIFAR_URL``)."""
     try:
         with open(path, "rb") as f:
             batch = _CifarUnpickler(f, encoding="latin1").load()  # latin1: Python 2 str -> str, as torchvision
@@ -159,42 +188,69 @@ def _read_cifar_batch(path: Path, label_key: str) -> ImageArrays:
         raise DatasetCorruptError(f"{path}: expected a dict with 'data' a uint8 (N, 3072) array")
     if labels is None or len(labels) != len(data):
         raise DatasetCorruptError(f"{path}: expected {len(data)} labels under {label_key!r}")
-    return ImageArrays(data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64))  # (N, 3, 32, 32)
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
-def _concat(parts: Sequence[ImageArrays]) -> ImageArrays:
-    return ImageArrays(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
+def _cifar_source(paths: Sequence[Path], label_key: str) -> ArraySource:
+    batches = [_read_cifar_batch(p, label_key) for p in paths]
+    if len(batches) == 1:
+        return ArraySource(*batches[0])
+    return ArraySource(np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
 
 
-@LOADERS.register("cifar10")
+def _cifar10_dir(root: Optional[Path]) -> Path:
+    return _locate(root, "cifar-10-batches-py", CIFAR10_NAMES, dataset="cifar10",
+                   how=_cifar_how("cifar-10-python.tar.gz"))
+
+
 def load_cifar10(*, root: Optional[Path]) -> SourceParts:
     """CIFAR-10 (Krizhevsky 2009), "python version" from ``CIFAR_URL``: ``cifar-10-batches-py/``
     with ``data_batch_1..5`` (50,000 train) and ``test_batch`` (10,000), (N, 3, 32, 32)."""
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    d = _locate(root, "cifar-10-batches-py", names, dataset="cifar10", how=_cifar_how("cifar-10-python.tar.gz"))
-    train = _concat([_read_cifar_batch(d / n, "labels") for n in names[:-1]])
-    return SourceParts(train=train, test=_read_cifar_batch(d / "test_batch", "labels"))
+    d = _cifar10_dir(root)
+    return SourceParts(train=_cifar_source([d / n for n in CIFAR10_NAMES[:-1]], "labels"),
+                       test=_cifar_source([d / "test_batch"], "labels"))
 
 
-@LOADERS.register("cifar100")
+def fingerprint_cifar10(*, root: Optional[Path], hash_file: HashFile = sha256_file) -> dict[str, Any]:
+    d = _cifar10_dir(root)
+    return _files_fingerprint("cifar10", [d / n for n in CIFAR10_NAMES], hash_file)
+
+
+LOADERS.register("cifar10")(Loader(load=load_cifar10, fingerprint=fingerprint_cifar10))
+
+
+def _cifar100_dir(root: Optional[Path], label_type: str) -> Path:
+    if label_type not in ("fine", "coarse"):
+        raise ConfigError(f"cifar100: params.label_type must be 'fine' or 'coarse', got {label_type!r}")
+    return _locate(root, "cifar-100-python", CIFAR100_NAMES, dataset="cifar100",
+                   how=_cifar_how("cifar-100-python.tar.gz"))
+
+
 def load_cifar100(*, root: Optional[Path], label_type: str = "fine") -> SourceParts:
     """CIFAR-100 (Krizhevsky 2009), "python version" from ``CIFAR_URL``: ``cifar-100-python/`` with
     ``train`` (50,000) and ``test`` (10,000), (N, 3, 32, 32); ``label_type`` fine (100) or coarse (20)."""
-    if label_type not in ("fine", "coarse"):
-        raise ConfigError(f"cifar100: params.label_type must be 'fine' or 'coarse', got {label_type!r}")
-    d = _locate(root, "cifar-100-python", ["train", "test"], dataset="cifar100",
-                how=_cifar_how("cifar-100-python.tar.gz"))
+    d = _cifar100_dir(root, label_type)
     key = f"{label_type}_labels"
-    return SourceParts(train=_read_cifar_batch(d / "train", key), test=_read_cifar_batch(d / "test", key))
+    return SourceParts(train=_cifar_source([d / "train"], key), test=_cifar_source([d / "test"], key))
+
+
+def fingerprint_cifar100(*, root: Optional[Path], hash_file: HashFile = sha256_file,
+                         label_type: str = "fine") -> dict[str, Any]:
+    d = _cifar100_dir(root, label_type)
+    return _files_fingerprint("cifar100", [d / n for n in CIFAR100_NAMES], hash_file, label_type=label_type)
+
+
+LOADERS.register("cifar100")(Loader(load=load_cifar100, fingerprint=fingerprint_cifar100))
 
 
 # --- STL-10: binary files ----------------------------------------------------------------------
 
 STL10_URL = "https://cs.stanford.edu/~acoates/stl10/"
+STL10_NAMES = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"]
 _STL10_IMAGE_BYTES = 3 * 96 * 96
 
 
-def _read_stl10_part(d: Path, part: str) -> ImageArrays:
+def _read_stl10_part(d: Path, part: str) -> ArraySource:
     """``{part}_X.bin``: uint8 images, each 3 channel planes stored column-major (``STL10_URL``);
     ``{part}_y.bin``: one uint8 label 1..10 per image."""
     x = np.fromfile(d / f"{part}_X.bin", dtype=np.uint8)
@@ -207,80 +263,26 @@ def _read_stl10_part(d: Path, part: str) -> ImageArrays:
     if y.size and (y.min() < 1 or y.max() > 10):
         raise DatasetCorruptError(f"{d / f'{part}_y.bin'}: labels must be 1..10, found {y.min()}..{y.max()}")
     images = x.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)  # stored (N, C, W, H) -> (N, C, H, W)
-    return ImageArrays(np.ascontiguousarray(images), y.astype(np.int64) - 1)  # labels 1..10 -> 0..9
+    return ArraySource(np.ascontiguousarray(images), y.astype(np.int64) - 1)  # labels 1..10 -> 0..9
 
 
-@LOADERS.register("stl10")
+def _stl10_dir(root: Optional[Path]) -> Path:
+    how = (f"Download stl10_binary.tar.gz from {STL10_URL} on a machine with internet access, extract it, "
+           "and set `root:` in the task YAML to the directory it was extracted into.")
+    return _locate(root, "stl10_binary", STL10_NAMES, dataset="stl10", how=how)
+
+
 def load_stl10(*, root: Optional[Path]) -> SourceParts:
     """STL-10 (Coates et al. 2011), binary version from ``STL10_URL``: ``stl10_binary/`` with
     ``train_X.bin``/``train_y.bin`` (5,000) and ``test_X.bin``/``test_y.bin`` (8,000), (N, 3, 96, 96).
     The unlabeled split is not read."""
-    how = (f"Download stl10_binary.tar.gz from {STL10_URL} on a machine with internet access, extract it, "
-           "and set `root:` in the task YAML to the directory it was extracted into.")
-    names = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"]
-    d = _locate(root, "stl10_binary", names, dataset="stl10", how=how)
+    d = _stl10_dir(root)
     return SourceParts(train=_read_stl10_part(d, "train"), test=_read_stl10_part(d, "test"))
 
 
-# --- ImageFolder trees -------------------------------------------------------------------------
+def fingerprint_stl10(*, root: Optional[Path], hash_file: HashFile = sha256_file) -> dict[str, Any]:
+    d = _stl10_dir(root)
+    return _files_fingerprint("stl10", [d / n for n in STL10_NAMES], hash_file)
 
 
-def _read_images(samples: Sequence[tuple[str, int]], size: int, mode: str) -> ImageArrays:
-    """Decode, convert to ``mode`` ("L" or "RGB") and resize (bilinear) to size x size."""
-    from PIL import Image, UnidentifiedImageError
-
-    images = np.empty((len(samples), 1 if mode == "L" else 3, size, size), dtype=np.uint8)  # (N, C, H, W)
-    for i, (path, _) in enumerate(samples):
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BILINEAR))
-        except (OSError, UnidentifiedImageError) as e:
-            raise DatasetCorruptError(f"{path}: cannot be read as an image ({e})") from None
-        images[i] = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (H, W[, C]) -> (C, H, W)
-    return ImageArrays(images, np.array([label for _, label in samples], dtype=np.int64))
-
-
-def _folder_classes(directory: Path, how: str) -> list[str]:
-    from torchvision.datasets.folder import find_classes
-
-    try:
-        return find_classes(directory)[0]  # sorted class folder names
-    except FileNotFoundError as e:
-        raise DatasetMissingError(f"imagefolder: {e}. {how}") from None
-
-
-def _folder_samples(directory: Path, class_to_idx: dict[str, int], *, allow_empty: bool) -> list[tuple[str, int]]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
-    try:  # sorted by class, then by file name
-        return make_dataset(directory, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=allow_empty)
-    except FileNotFoundError as e:
-        raise DatasetMissingError(f"imagefolder: {e}") from None
-
-
-@LOADERS.register("imagefolder")
-def load_imagefolder(*, root: Optional[Path], image_size: Optional[int] = None, channels: int = 3) -> SourceParts:
-    """Any tree ``root/train/<class>/<image>`` (and optionally ``root/test/<class>/<image>``), the layout
-    of torchvision's ``ImageFolder``. Classes are numbered in sorted name order, the same for both parts;
-    every image is converted to ``channels`` (1: "L", 3: "RGB") and resized to image_size x image_size."""
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ConfigError(f"imagefolder: params.image_size must be a positive integer, got {image_size!r}")
-    if channels not in (1, 3):
-        raise ConfigError(f"imagefolder: params.channels must be 1 or 3, got {channels!r}")
-    how = ("Set `root:` in the task YAML to a directory holding train/<class>/<image> "
-           "(and optionally test/<class>/<image>) with .png, .jpg, ... images.")
-    train_dir = (root or Path("<root>")) / "train"
-    if root is None or not train_dir.is_dir():
-        raise DatasetMissingError(f"imagefolder: looked for {train_dir}, not found. {how}")
-    classes = _folder_classes(train_dir, how)
-    class_to_idx = {c: i for i, c in enumerate(classes)}
-    mode = "L" if channels == 1 else "RGB"
-    train = _read_images(_folder_samples(train_dir, class_to_idx, allow_empty=False), image_size, mode)
-    test_dir = root / "test"
-    if not test_dir.is_dir():
-        return SourceParts(train=train)
-    extra = sorted(set(_folder_classes(test_dir, how)) - set(classes))
-    if extra:
-        raise ConfigError(f"imagefolder: {test_dir} has classes that {train_dir} lacks: {', '.join(extra)}")
-    test = _read_images(_folder_samples(test_dir, class_to_idx, allow_empty=True), image_size, mode)
-    return SourceParts(train=train, test=test)
+LOADERS.register("stl10")(Loader(load=load_stl10, fingerprint=fingerprint_stl10))

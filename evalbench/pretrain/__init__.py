@@ -1,0 +1,1 @@
+"""Training encoders: the supervised reference now; SimCLR, MoCo, BYOL, SimSiam next (DESIGN.md §5)."""

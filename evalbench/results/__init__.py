@@ -1,0 +1,1 @@
+"""Records, stores and tables."""

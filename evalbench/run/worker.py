@@ -1,0 +1,155 @@
+"""What runs on a worker: one function per stage kind, registered with its code version.
+
+``run_stage`` wraps them all: it never raises for bad input (the error becomes the output, so
+a failing stage never stops the others), times the work and names where it ran. Stage
+functions read and write artifacts in the store by identity and return small outputs; arrays
+never travel through the executor.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from evalbench.checkpoints import load_strict, read_state_dict
+from evalbench.core.atomic import atomic_path
+from evalbench.core.errors import EvalbenchError
+from evalbench.data.views import VIEWS
+from evalbench.encoders import Encoder, build_encoder
+from evalbench.features.artifact import Features, features_exist, load_features, save_features
+from evalbench.features.extract import extract_features
+from evalbench.pretrain.supervised import SupervisedRecipe, save_checkpoint, train_supervised
+from evalbench.protocols import PROBES
+from evalbench.results.store import ArtifactStore
+from evalbench.run.stages import STAGE_KINDS, Stage, StageKind, StageOutput, WorkerContext
+from evalbench.specs.checkpoint import CheckpointSpec, FileWeights, RandomWeights, StageWeights
+from evalbench.specs.task import load_task
+
+SPLITS = ("train", "val", "test")
+CHECKPOINT_FILE = "model.safetensors"
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def worker_info(device: torch.device) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"host": socket.gethostname(), "pid": os.getpid(), "device": device.type, "device_name": name}
+
+
+def describe_error(e: BaseException) -> str:
+    if isinstance(e, EvalbenchError):
+        return f"{type(e).__name__}: {e}"
+    tb = traceback.format_exception(type(e), e, e.__traceback__, limit=-3)
+    return f"{type(e).__name__}: {e} (unexpected; last frames: {''.join(tb).strip()[-600:]})"
+
+
+def run_stage(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
+    """Run one stage; errors (its own or an upstream stage's) become its output."""
+    device = pick_device()
+    info = {**worker_info(device), "node": ctx.node}
+    failed = next((u for u in upstream if not u.ok), None)
+    if stage.error or failed is not None:
+        return StageOutput(stage.identity, "error", error=stage.error or failed.error, worker=info)
+    t0 = time.perf_counter()
+    try:
+        out = STAGE_KINDS.get(stage.kind).run(stage, upstream, ctx)
+    except Exception as e:  # noqa: BLE001 - recorded in this stage's output
+        return StageOutput(stage.identity, "error", error=f"{stage.kind} failed: {describe_error(e)}",
+                           timing={stage.kind: round(time.perf_counter() - t0, 3)}, worker=info)
+    timing = {**out.timing, stage.kind: round(time.perf_counter() - t0, 3)}
+    return StageOutput(stage.identity, "ok", out.metrics, out.details, None, timing, {**info, **out.worker})
+
+
+# --- weights ----------------------------------------------------------------------------------
+
+def load_encoder(spec: CheckpointSpec, weights_file: Optional[Path]) -> tuple[Encoder, dict]:
+    """Build the architecture and fill it strictly from ``weights_file`` (or seeded random init)."""
+    if isinstance(spec.weights, RandomWeights):
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+            torch.manual_seed(spec.weights.seed)
+            encoder = build_encoder(spec.arch, in_chans=spec.data.in_chans)
+        return encoder, {"random_init": True, "init_seed": spec.weights.seed}
+    assert weights_file is not None
+    encoder = build_encoder(spec.arch, in_chans=spec.data.in_chans)
+    report = load_strict(encoder.model, read_state_dict(weights_file), arch=spec.arch, skip_missing=spec.skip_missing)
+    return encoder, report.as_dict()
+
+
+# --- pretrain ---------------------------------------------------------------------------------
+
+def run_pretrain(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
+    store = ArtifactStore(Path(ctx.storage))
+    target = store.checkpoint_dir(stage.identity)
+    if (target / CHECKPOINT_FILE).is_file():
+        return StageOutput(stage.identity, "ok", details={"cache": "hit"})
+    spec: CheckpointSpec = stage.inputs["checkpoint"]
+    recipe = SupervisedRecipe(**stage.inputs["recipe"])
+    encoder = train_supervised(recipe, [load_task(t).train for t in stage.inputs["tasks"]],
+                               num_classes=max(t.num_classes for t in stage.inputs["tasks"]),
+                               arch=spec.arch, cfg=spec.data, device=pick_device())
+    meta = {"identity": stage.identity, "method": stage.inputs["method"], "recipe": stage.inputs["recipe"],
+            "arch": spec.arch, "data": spec.data.as_dict(), "tasks": [t.ref for t in stage.inputs["tasks"]]}
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        save_checkpoint(encoder, tmp / CHECKPOINT_FILE, metadata=meta)
+    return StageOutput(stage.identity, "ok", details={"cache": "miss"})
+
+
+# --- extract ----------------------------------------------------------------------------------
+
+def _weights_file(stage: Stage, upstream: list[StageOutput], store: ArtifactStore) -> Optional[Path]:
+    """Where the extract stage's weights are: the suite's file, or the upstream stage's artifact."""
+    spec: CheckpointSpec = stage.inputs["checkpoint"]
+    if isinstance(spec.weights, StageWeights):
+        return store.checkpoint_dir(upstream[0].identity) / CHECKPOINT_FILE
+    return spec.weights.path if isinstance(spec.weights, FileWeights) else None
+
+
+def run_extract(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
+    store = ArtifactStore(Path(ctx.storage))
+    target = store.features_dir(stage.identity)
+    if features_exist(target):  # made by another run meanwhile
+        return StageOutput(stage.identity, "ok", details={**load_features(target).meta, "cache": "hit"})
+    spec: CheckpointSpec = stage.inputs["checkpoint"]
+    task = stage.inputs["task"]
+    device = pick_device()
+    t0 = time.perf_counter()
+    splits = load_task(task)
+    view = VIEWS.get(stage.inputs["view"])
+    sources = {s: view.apply(getattr(splits, s)) for s in SPLITS}
+    encoder, load_report = load_encoder(spec, _weights_file(stage, upstream, store))
+    t1 = time.perf_counter()
+    workers = max(0, int(stage.resources.num_cpus) - 1)
+    x = {s: extract_features(encoder, sources[s], cfg=spec.data, device=device, num_workers=workers) for s in SPLITS}
+    y = {s: sources[s].labels for s in SPLITS}
+    meta = {"identity": stage.identity, "checkpoint": spec.name, "task": task.ref, "view": stage.inputs["view"],
+            "load": load_report, "dim": int(x["train"].shape[1]), "sizes": {s: len(y[s]) for s in SPLITS},
+            "dataset_s": round(t1 - t0, 3), "extract_s": round(time.perf_counter() - t1, 3),
+            "host": socket.gethostname(), "node": ctx.node}
+    save_features(target, Features(x, y, task.num_classes, meta))
+    return StageOutput(stage.identity, "ok", details={**meta, "cache": "miss"})
+
+
+# --- probe ------------------------------------------------------------------------------------
+
+def run_probe(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
+    store = ArtifactStore(Path(ctx.storage))
+    features = load_features(store.features_dir(stage.inputs["features"]))
+    protocol = stage.inputs["protocol"]
+    t0 = time.perf_counter()
+    result = PROBES.get(protocol.implementation)(features, params=protocol.params, seed=stage.inputs["seed"],
+                                                  device=pick_device())
+    details = {**result.details, "feature_dim": features.dim, "features": features.meta}
+    return StageOutput(stage.identity, "ok", result.metrics, details, timing={"probe": round(time.perf_counter() - t0, 3)})
+
+
+STAGE_KINDS.register("pretrain")(StageKind("pretrain", version=1, produces="artifact", run=run_pretrain))
+STAGE_KINDS.register("extract")(StageKind("extract", version=1, produces="artifact", run=run_extract))
+STAGE_KINDS.register("probe")(StageKind("probe", version=1, produces="record", run=run_probe))

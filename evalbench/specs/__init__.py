@@ -1,0 +1,1 @@
+"""Typed, validated specs: checkpoints, tasks, protocols, suites (parsed once, at the edge)."""

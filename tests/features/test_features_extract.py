@@ -1,0 +1,125 @@
+"""extract_features: streamed, batched, in order, equal to encoding every image at once in memory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_encoders import CFG, reference_features, synthetic_image, tiny_encoder, tree_images, tree_order, write_tree
+from evalbench.core.errors import DatasetCorruptError
+from evalbench.data import LOADERS, ArraySource, SubsetSource
+from evalbench.encoders.base import DataConfig, Encoder
+from evalbench.features import ExtractionError, extract_features
+
+CPU = torch.device("cpu")
+
+
+def _extract(encoder: Encoder, source, **kwargs) -> np.ndarray:
+    return extract_features(encoder, source, cfg=kwargs.pop("cfg", CFG), device=CPU, **kwargs)
+
+
+def _array_source(n: int = 50, *, size: int = 12, channels: int = 3) -> ArraySource:
+    images = np.random.default_rng(0).integers(0, 256, (n, channels, size, size), dtype=np.uint8)
+    return ArraySource(images, np.arange(n) % 5)
+
+
+def _folder(root: Path, n: int, size: int) -> None:
+    write_tree(root, range(n), size=size, classes=4)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_array_source__equals_in_memory_reference(num_workers: int) -> None:
+    source = _array_source()
+    encoder = tiny_encoder()  # in train mode: extraction must switch to eval (dropout)
+    x = _extract(encoder, source, batch_size=7, num_workers=num_workers)  # 50 = 7 * 7 + 1
+    assert x.shape == (50, 32) and x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_allclose(x, reference_features(encoder, source.images), rtol=1e-5, atol=1e-6)
+    assert not encoder.training
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_folder_source__equals_in_memory_reference(tmp_path: Path, num_workers: int) -> None:
+    _folder(tmp_path, 90, size=16)
+    source = LOADERS.get("imagefolder").load(root=tmp_path, image_size=16).train
+    encoder = tiny_encoder(seed=1)
+    x = _extract(encoder, source, batch_size=32, num_workers=num_workers)
+    order = tree_order(90, 4)
+    (_, images), = tree_images(order, size=16, classes=4, chunk=90)  # generated in memory, not decoded
+    np.testing.assert_allclose(x, reference_features(encoder, images), rtol=1e-5, atol=1e-6)
+    assert source.labels.tolist() == (order % 4).tolist()
+
+
+def test_folder_source__resized_gray_subset_equals_reference_of_decoded_images(tmp_path: Path) -> None:
+    _folder(tmp_path, 40, size=24)
+    source = SubsetSource(LOADERS.get("imagefolder").load(root=tmp_path, image_size=20, channels=1).train,
+                          np.arange(39, -1, -3))
+    images = np.stack([source[i][0].numpy() for i in range(len(source))])
+    assert images.shape == (14, 1, 20, 20)
+    encoder = tiny_encoder(seed=2)  # in_chans 3: preprocess repeats the gray channel
+    x = _extract(encoder, source, batch_size=5, num_workers=2)
+    np.testing.assert_allclose(x, reference_features(encoder, images), rtol=1e-5, atol=1e-6)
+
+
+def test_native_size_and_empty_source() -> None:
+    encoder = tiny_encoder(in_chans=1, dim=8)
+    cfg = DataConfig(in_chans=1, input_size=None, mean=(0.5,), std=(0.5,))
+    source = _array_source(9, size=5, channels=1)
+    x = _extract(encoder, source, cfg=cfg, batch_size=4)
+    np.testing.assert_allclose(x, reference_features(encoder, source.images, cfg), rtol=1e-5, atol=1e-6)
+    empty = ArraySource(np.zeros((0, 1, 5, 5), np.uint8), np.zeros(0, np.int64))
+    assert _extract(encoder, empty, cfg=cfg).shape == (0, 8)
+
+
+class _Liar(Encoder):
+    """Declares 32 features, returns the flattened input (B, 3*16*16), bypassing Encoder's own check."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def test_wrong_output_shape_names_the_encoder() -> None:
+    encoder = _Liar("tiny-liar", torch.nn.Identity(), lambda m, x: m(x), 32)
+    with pytest.raises(ExtractionError, match=r"encoder 'tiny-liar' returned features of shape \(4, 768\).*\(4, 32\)"):
+        _extract(encoder, _array_source(4))
+
+
+def test_non_finite_features_are_an_error() -> None:
+    encoder = Encoder("tiny-nan", torch.nn.Identity(), lambda m, x: x.mean(dim=(2, 3)) / 0.0, 3)
+    with pytest.raises(ExtractionError, match="tiny-nan.*non-finite"):
+        _extract(encoder, _array_source(4))
+
+
+class _MixedSizes(torch.utils.data.Dataset):
+    def __init__(self) -> None:
+        self.labels = np.zeros(6, np.int64)
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int):
+        side = 8 if i < 5 else 9
+        return torch.zeros((3, side, side), dtype=torch.uint8), 0
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_images_of_different_sizes_are_a_clear_error(num_workers: int) -> None:
+    with pytest.raises(ExtractionError, match=r"images 4\.\.5 .*different shapes.*must share a size"):
+        _extract(tiny_encoder(), _MixedSizes(), batch_size=4, num_workers=num_workers)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_corrupt_image_names_the_file(tmp_path: Path, num_workers: int) -> None:
+    _folder(tmp_path, 12, size=8)
+    bad = tmp_path / "train" / "c2" / "000006.png"
+    bad.write_bytes(b"\x89PNG garbage")
+    source = LOADERS.get("imagefolder").load(root=tmp_path, image_size=8).train
+    with pytest.raises(DatasetCorruptError, match=str(bad)):  # the worker's error keeps its type
+        _extract(tiny_encoder(), source, batch_size=4, num_workers=num_workers)
+
+
+def test_synthetic_images_are_distinct() -> None:
+    """The reference comparisons above would be weak if images (hence features) repeated."""
+    flat = {synthetic_image(i, 16, 4).tobytes() for i in range(200)}
+    assert len(flat) == 200
