@@ -42,13 +42,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from tabulate import tabulate
 
-from evalbench.checkpoints import parse_checkpoint
-from evalbench.errors import EvalbenchError
-from evalbench.features import Features, get_features
-from evalbench.probes.knn import knn_predict
-from evalbench.probes.linear import linear_probe, standardise
-from evalbench.protocols import resolve_protocol
-from evalbench.tasks import resolve_task
+from evalbench.core.errors import EvalbenchError
+from evalbench.features.artifact import Features
+from evalbench.protocols.knn import knn_predict
+from evalbench.protocols.linear import linear_probe, standardise
+from evalbench.run.worker import extract_task_features
+from evalbench.specs.checkpoint import parse_checkpoint
+from evalbench.specs.protocol import resolve_protocol
+from evalbench.specs.task import resolve_task
 
 CPU = torch.device("cpu")
 CHECKPOINT = {"name": "bench", "arch": "builtin:small-cnn", "init": "random",
@@ -70,7 +71,7 @@ def load_features(task: str) -> Features:
     spec = parse_checkpoint(CHECKPOINT, where="bench", base_dir=Path("."))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch: "NumPy array is not writable" (memory-mapped data)
-        return get_features(spec, resolve_task(task), cache_dir=None, device=CPU)
+        return extract_task_features(spec, resolve_task(task), weights_file=None, device=CPU)
 
 
 # --- k-NN -----------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ image rewritten in place with the very same size keeps the fingerprint.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -58,6 +57,7 @@ class FolderSource(Dataset):
 
     def file(self, i: int) -> str:
         """The relative path of item ``i`` (``train/<class>/<file>``)."""
+        i = range(len(self.labels))[i]  # IndexError out of range; negative i counts from the end
         return os.fsdecode(self._names[self._offsets[i]:self._offsets[i + 1]].tobytes())
 
     def path(self, i: int) -> Path:
@@ -75,8 +75,8 @@ def decode_image(path: Path, size: int, mode: str) -> np.ndarray:
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BILINEAR))  # read-only view
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # OSError covers
-        raise DatasetCorruptError(f"{path}: cannot be read as an image ({e})") from None  # UnidentifiedImageError
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # OSError: also unidentified
+        raise DatasetCorruptError(f"{path}: cannot be read as an image ({e})") from None
     chw = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (H, W[, C]) -> (C, H, W)
     return np.array(chw, order="C")  # a writable contiguous copy
 
@@ -130,9 +130,15 @@ def scan_folder(root: Optional[Path]) -> tuple[list[str], dict[str, tuple[list[s
             if extra:
                 raise ConfigError(f"imagefolder: {d} has classes that {train_dir} lacks: {', '.join(extra)}")
         samples = _folder_samples(d, class_to_idx, allow_empty=part == "test")
-        files = [Path(os.path.relpath(p, root)).as_posix() for p, _ in samples]
-        parts[part] = (files, np.array([label for _, label in samples], dtype=np.int64))
+        parts[part] = (_relative(samples, d, part), np.array([label for _, label in samples], dtype=np.int64))
     return classes, parts
+
+
+def _relative(samples: list[tuple[str, int]], directory: Path, part: str) -> list[str]:
+    """``part/<class>/<file>`` of each sample path (which torchvision joins onto ``directory``)."""
+    prefix = os.path.join(os.path.expanduser(str(directory)), "")
+    assert all(p.startswith(prefix) for p, _ in samples), prefix
+    return [f"{part}/{p[len(prefix):]}".replace(os.sep, "/") for p, _ in samples]
 
 
 def load_imagefolder(*, root: Optional[Path], image_size: Optional[int] = None, channels: int = 3) -> SourceParts:
@@ -155,10 +161,12 @@ def fingerprint_imagefolder(*, root: Optional[Path], hash_file: HashFile = sha25
     """
     _check_params(image_size, channels)
     _, parts = scan_folder(root)
-    listing = sorted((f, os.stat(Path(root) / f).st_size) for files, _ in parts.values() for f in files)
-    digest = hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
+    files = sorted(f for names, _ in parts.values() for f in names)
+    h = hashlib.sha256()
+    for f in files:  # one line "relative/path<TAB>size" per image, in sorted order
+        h.update(f"{f}\t{os.stat(os.path.join(root, f)).st_size}\n".encode("utf-8", "surrogateescape"))
     return {"loader": "imagefolder", "image_size": image_size, "channels": channels,
-            "files": len(listing), "listing_sha256": digest}
+            "files": len(files), "listing_sha256": h.hexdigest()}
 
 
 LOADERS.register("imagefolder")(Loader(load=load_imagefolder, fingerprint=fingerprint_imagefolder))

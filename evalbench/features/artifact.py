@@ -1,4 +1,4 @@
-"""The features artifact (DESIGN.md §6): one directory per extraction, written whole or not at all.
+"""The features artifact: one directory per extraction, written whole or not at all.
 
 ``<dir>/features.npz`` holds ``x_<split>`` (N, D) float32 and ``y_<split>`` (N,) int64 per
 split (plain arrays, read with ``allow_pickle=False``); ``<dir>/meta.json`` holds the format
@@ -125,5 +125,6 @@ def load_features(directory: Path) -> Optional[Features]:
     features = Features(x, y, num_classes, inner)
     _check(features, str(npz_path), FeaturesCorruptError)
     if features.dim != dim:
-        raise FeaturesCorruptError(f"{npz_path}: features have dimension {features.dim}, {meta_path} says {dim}; {hint}")
+        raise FeaturesCorruptError(f"{npz_path}: features have dimension {features.dim}, {meta_path} says {dim}; "
+                                   f"{hint}")
     return features

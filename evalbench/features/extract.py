@@ -1,4 +1,4 @@
-"""Frozen-feature extraction (DESIGN.md §5): stream an image source through an encoder.
+"""Frozen-feature extraction: stream an image source through an encoder.
 
 Images decode in ``DataLoader`` workers, are preprocessed on the device (uint8 batch ->
 normalised float, :func:`evalbench.encoders.base.preprocess`) and encoded in eval mode under

@@ -75,6 +75,3 @@ class ArtifactStore:
     def sweep(self) -> list[Path]:
         return [p for d in (self.artifacts / "features", self.artifacts / "checkpoints") for p in sweep_temp(d)]
 
-
-def write_artifact_meta(directory: Path, meta: dict) -> None:
-    write_json(directory / "meta.json", meta)

@@ -28,7 +28,7 @@ from evalbench.protocols import PROBES
 from evalbench.results.store import ArtifactStore
 from evalbench.run.stages import STAGE_KINDS, Stage, StageKind, StageOutput, WorkerContext
 from evalbench.specs.checkpoint import CheckpointSpec, FileWeights, RandomWeights, StageWeights
-from evalbench.specs.task import load_task
+from evalbench.specs.task import TaskSpec, load_task
 
 SPLITS = ("train", "val", "test")
 CHECKPOINT_FILE = "model.safetensors"
@@ -112,28 +112,33 @@ def _weights_file(stage: Stage, upstream: list[StageOutput], store: ArtifactStor
     return spec.weights.path if isinstance(spec.weights, FileWeights) else None
 
 
+def extract_task_features(spec: CheckpointSpec, task: TaskSpec, *, weights_file: Optional[Path], view: str = "identity",
+                          device: torch.device, num_workers: int = 0) -> Features:
+    """Features of every split of ``task`` under ``spec``'s encoder (no store: benchmarks, notebooks)."""
+    t0 = time.perf_counter()
+    splits = load_task(task)
+    v = VIEWS.get(view)
+    sources = {s: v.apply(getattr(splits, s)) for s in SPLITS}
+    encoder, load_report = load_encoder(spec, weights_file)
+    t1 = time.perf_counter()
+    x = {s: extract_features(encoder, sources[s], cfg=spec.data, device=device, num_workers=num_workers) for s in SPLITS}
+    y = {s: sources[s].labels for s in SPLITS}
+    meta = {"checkpoint": spec.name, "task": task.ref, "view": view, "load": load_report,
+            "dim": int(x["train"].shape[1]), "sizes": {s: len(y[s]) for s in SPLITS},
+            "dataset_s": round(t1 - t0, 3), "extract_s": round(time.perf_counter() - t1, 3)}
+    return Features(x, y, task.num_classes, meta)
+
+
 def run_extract(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
     store = ArtifactStore(Path(ctx.storage))
     target = store.features_dir(stage.identity)
     if features_exist(target):  # made by another run meanwhile
         return StageOutput(stage.identity, "ok", details={**load_features(target).meta, "cache": "hit"})
-    spec: CheckpointSpec = stage.inputs["checkpoint"]
-    task = stage.inputs["task"]
-    device = pick_device()
-    t0 = time.perf_counter()
-    splits = load_task(task)
-    view = VIEWS.get(stage.inputs["view"])
-    sources = {s: view.apply(getattr(splits, s)) for s in SPLITS}
-    encoder, load_report = load_encoder(spec, _weights_file(stage, upstream, store))
-    t1 = time.perf_counter()
-    workers = max(0, int(stage.resources.num_cpus) - 1)
-    x = {s: extract_features(encoder, sources[s], cfg=spec.data, device=device, num_workers=workers) for s in SPLITS}
-    y = {s: sources[s].labels for s in SPLITS}
-    meta = {"identity": stage.identity, "checkpoint": spec.name, "task": task.ref, "view": stage.inputs["view"],
-            "load": load_report, "dim": int(x["train"].shape[1]), "sizes": {s: len(y[s]) for s in SPLITS},
-            "dataset_s": round(t1 - t0, 3), "extract_s": round(time.perf_counter() - t1, 3),
-            "host": socket.gethostname(), "node": ctx.node}
-    save_features(target, Features(x, y, task.num_classes, meta))
+    feats = extract_task_features(stage.inputs["checkpoint"], stage.inputs["task"],
+                                  weights_file=_weights_file(stage, upstream, store), view=stage.inputs["view"],
+                                  device=pick_device(), num_workers=max(0, int(stage.resources.num_cpus) - 1))
+    meta = {"identity": stage.identity, **feats.meta, "host": socket.gethostname(), "node": ctx.node}
+    save_features(target, Features(feats.x, feats.y, feats.num_classes, meta))
     return StageOutput(stage.identity, "ok", details={**meta, "cache": "miss"})
 
 
@@ -141,7 +146,11 @@ def run_extract(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -
 
 def run_probe(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
     store = ArtifactStore(Path(ctx.storage))
-    features = load_features(store.features_dir(stage.inputs["features"]))
+    where = store.features_dir(stage.inputs["features"])
+    features = load_features(where)
+    if features is None:
+        raise EvalbenchError(f"features artifact {where} is missing (deleted while the run went on?); run again to "
+                             "extract it")
     protocol = stage.inputs["protocol"]
     t0 = time.perf_counter()
     result = PROBES.get(protocol.implementation)(features, params=protocol.params, seed=stage.inputs["seed"],

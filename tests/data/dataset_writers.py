@@ -50,8 +50,8 @@ def write_idx_set(d: Path, prefix: str, images: np.ndarray, labels: np.ndarray, 
 
 def write_fashion_mnist(d: Path, *, n_train: int = 4, n_test: int = 2) -> None:
     rng = np.random.default_rng(0)
-    write_idx_set(d, "train", rng.integers(0, 256, (n_train, 28, 28), np.uint8), np.arange(n_train, dtype=np.uint8) % 10)
-    write_idx_set(d, "t10k", rng.integers(0, 256, (n_test, 28, 28), np.uint8), np.arange(n_test, dtype=np.uint8) % 10)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx_set(d, prefix, rng.integers(0, 256, (n, 28, 28), np.uint8), np.arange(n, dtype=np.uint8) % 10)
 
 
 # --- CIFAR (python pickles) ----------------------------------------------------------------------

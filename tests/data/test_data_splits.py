@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from dataset_writers import load, pixels
 from evalbench.core.errors import ConfigError
 from evalbench.data import ArraySource, SourceParts, apply_split, make_split, read_split_file, write_split_file
+from tests.data.dataset_writers import load, pixels
 
 TASKS = Path(__file__).resolve().parents[2] / "tasks"
 HINT = "`evalbench splits tasks/x.yaml`"
@@ -34,7 +34,8 @@ def test_make_split__seeded_disjoint_and_sized() -> None:
     assert split == make_split(100, val_fraction=0.1, test_fraction=0.25, seed=3)
     assert split["train_size"] == 100 and split["seed"] == 3
     assert len(split["val"]) == 10 and len(split["test"]) == 25 and not set(split["val"]) & set(split["test"])
-    assert split["val"] == sorted(split["val"]) and split != make_split(100, val_fraction=0.1, test_fraction=0.25, seed=4)
+    assert split["val"] == sorted(split["val"])
+    assert split != make_split(100, val_fraction=0.1, test_fraction=0.25, seed=4)
     assert "test" not in make_split(100, val_fraction=0.1, test_fraction=0.0, seed=0)
 
 
@@ -62,7 +63,7 @@ def test_apply_split__size_mismatch_says_how_to_fix() -> None:
 def test_apply_split__test_indices_iff_no_test_set() -> None:
     with pytest.raises(ConfigError, match="holds test indices but the dataset has its own test set"):
         _apply(_parts(10, test=2), {"train_size": 10, "val": [1], "test": [2]})
-    with pytest.raises(ConfigError, match="has no test indices and the dataset has no test set; set splits.test_fraction"):
+    with pytest.raises(ConfigError, match="no test indices and the dataset has no test set; set splits.test_fraction"):
         _apply(_parts(10), {"train_size": 10, "val": [1]})
 
 
@@ -98,7 +99,7 @@ def _task(name: str) -> dict:
 
 
 @pytest.mark.parametrize("name", ["digits", "mnist5k", "fashion-mnist"])
-def test_committed_split_files__are_what_make_split_gives_and_rewrite_byte_identically(name: str, tmp_path: Path) -> None:
+def test_committed_split_files__are_what_make_split_gives_and_rewrite_identically(name: str, tmp_path: Path) -> None:
     task, path = _task(name), TASKS / "splits" / f"{name}.json"
     split, sha = read_split_file(path)
     s = task["splits"]

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset_writers import (cifar_batch, fingerprint, idx_bytes, load, pixels, py2_pickle, write_cifar10,
-                             write_fashion_mnist, write_idx_set, write_png, write_small_cifar10, write_stl10)
 from evalbench.core.errors import ConfigError, DatasetCorruptError, DatasetMissingError
+from tests.data.dataset_writers import (cifar_batch, fingerprint, idx_bytes, load, pixels, py2_pickle, write_cifar10,
+                                        write_fashion_mnist, write_idx_set, write_png, write_small_cifar10,
+                                        write_stl10)
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

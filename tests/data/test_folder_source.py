@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset_writers import fingerprint, load, pixels, write_folder, write_png
 from evalbench.core.errors import DatasetCorruptError
 from evalbench.data import FolderSource, SubsetSource
+from tests.data.dataset_writers import fingerprint, load, pixels, write_folder, write_png
 
 
 def _no_hashing(path: Path) -> str:
@@ -47,7 +47,9 @@ def test_items_are_writable_uint8_chw_and_paths_roundtrip(tmp_path: Path) -> Non
     write_png(tmp_path / "train" / "ä b" / "été 1.png", np.full((5, 7), 9, np.uint8))  # "ä" sorts after "c"
     source = load("imagefolder", root=tmp_path, image_size=4).train
     assert [source.file(i) for i in range(2)] == ["train/c/x.jpeg", "train/ä b/été 1.png"]
-    assert source.path(1) == tmp_path / "train" / "ä b" / "été 1.png"
+    assert source.path(1) == source.path(-1) == tmp_path / "train" / "ä b" / "été 1.png"
+    with pytest.raises(IndexError):
+        source[2]
     image, label = source[1]
     assert image.shape == (3, 4, 4) and image.is_contiguous() and label == 1 and (image == 9).all()
     image += 1  # items are the caller's own (writable) tensors

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset_writers import fingerprint, load, pixels
 from evalbench.data import VIEWS, ArraySource, View
 from evalbench.data.loaders import array_fingerprint, read_sklearn_digits
+from tests.data.dataset_writers import fingerprint, load, pixels
 
 
 def test_digits__real_8x8_images_with_labels() -> None:

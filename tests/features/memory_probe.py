@@ -1,6 +1,6 @@
 """Subprocess for the memory test: extract features of an ImageFolder tree, report the RSS growth.
 
-    python memory_probe.py ROOT N --size 64 --classes 10 --out result.json
+    python -m tests.features.memory_probe ROOT N --size 64 --classes 10 --out result.json  (from the repo root)
 
 Measures the resident set size (RSS) just before ``extract_features`` and its peak during the
 call: Linux's high-water mark ``VmHWM`` reset with ``/proc/self/clear_refs`` (falls back to a
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tiny_encoders import CFG, reference_features, tiny_encoder, tree_images, tree_order
 from evalbench.data import LOADERS, FolderSource
 from evalbench.features import extract_features
+from tests.features.tiny_encoders import CFG, reference_features, tiny_encoder, tree_images, tree_order
 
 MB = 1 << 20
 

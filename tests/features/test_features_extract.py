@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from tiny_encoders import CFG, reference_features, synthetic_image, tiny_encoder, tree_images, tree_order, write_tree
 from evalbench.core.errors import DatasetCorruptError
 from evalbench.data import LOADERS, ArraySource, SubsetSource
 from evalbench.encoders.base import DataConfig, Encoder
 from evalbench.features import ExtractionError, extract_features
+from tests.features.tiny_encoders import (CFG, reference_features, synthetic_image, tiny_encoder, tree_images,
+                                          tree_order, write_tree)
 
 CPU = torch.device("cpu")
 
@@ -123,3 +124,14 @@ def test_synthetic_images_are_distinct() -> None:
     """The reference comparisons above would be weak if images (hence features) repeated."""
     flat = {synthetic_image(i, 16, 4).tobytes() for i in range(200)}
     assert len(flat) == 200
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp", [False, True])
+def test_cuda__pinned_batches_and_amp_match_the_cpu_reference(amp: bool) -> None:
+    source = _array_source(40)
+    encoder = tiny_encoder()
+    ref = reference_features(encoder, source.images)
+    x = extract_features(encoder, source, cfg=CFG, device=torch.device("cuda"), batch_size=16, num_workers=2, amp=amp)
+    assert x.dtype == np.float32 and x.shape == ref.shape
+    np.testing.assert_allclose(x, ref, rtol=1e-2 if amp else 1e-4, atol=1e-2 if amp else 1e-4)

@@ -1,8 +1,8 @@
 """THE MEMORY TEST: extraction streams, so its memory does not grow with the number of images.
 
 A 2,000-image and a 20,000-image ImageFolder tree (64x64 RGB PNGs, 10 classes) are extracted
-in one subprocess each (tests/features/memory_probe.py), which reports the RSS growth during
-``extract_features`` and checks the features against an in-memory reference. Decoded, the 20k
+in one subprocess each (``python -m tests.features.memory_probe``), which reports the RSS
+growth during ``extract_features`` and checks the features against an in-memory reference. Decoded, the 20k
 images would take 20000 * 3 * 64 * 64 B = 234 MiB; the growth from 2k to 20k images must stay
 under 40 MiB plus the feature array's own growth. Run with ``-s`` to see the figures.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,9 +21,9 @@ from typing import Iterator
 
 import pytest
 
-from tiny_encoders import write_tree
+from tests.features.tiny_encoders import write_tree
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
 SIZE, CLASSES = 64, 10
 SMALL, LARGE = 2_000, 20_000
 BOUND_MB = 40.0
@@ -43,7 +44,10 @@ def _make_trees(base: Path) -> dict[int, Path]:
         if int(p.stem) < SMALL:
             dest = small / p.relative_to(large)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.link(p, dest)
+            try:
+                os.link(p, dest)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(p, dest)
     return {SMALL: small, LARGE: large}
 
 
@@ -59,10 +63,9 @@ def trees() -> Iterator[dict[int, Path]]:
 
 
 def _probe(root: Path, n: int, out: Path, *, workers: int = 0) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    cmd = [sys.executable, str(HERE / "memory_probe.py"), str(root), str(n), "--size", str(SIZE),
+    cmd = [sys.executable, "-m", "tests.features.memory_probe", str(root), str(n), "--size", str(SIZE),
            "--classes", str(CLASSES), "--workers", str(workers), "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 

@@ -4,6 +4,7 @@ Also imported by memory_probe.py, which runs in a subprocess.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterator
 
@@ -46,10 +47,16 @@ def reference_features(encoder: Encoder, images: np.ndarray, cfg: DataConfig = C
 # --- synthetic ImageFolder trees -----------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size]
+    return yy, xx
+
+
 def synthetic_image(i: int, size: int, classes: int) -> np.ndarray:
     """Image i (H, W, 3) uint8: smooth ramps that depend on i and its class (low entropy: small PNGs)."""
     c = i % classes
-    yy, xx = np.mgrid[0:size, 0:size]
+    yy, xx = _grid(size)
     arr = np.empty((size, size, 3), np.uint8)
     arr[..., 0] = (xx * (c + 1) + i) % 256
     arr[..., 1] = (yy * 3 + i // 7) % 256

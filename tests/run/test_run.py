@@ -177,3 +177,19 @@ def test_cli__unknown_protocol_stops_before_running(tmp_path, capsys):
     assert main(["run", str(suite), "--results", str(tmp_path / "res")]) == 2
     assert "unknown protocol 'knnn'; known: knn, linear" in capsys.readouterr().err
     assert not (tmp_path / "res").exists()
+
+
+def test_table_and_run__a_damaged_record_is_reported_skipped_and_evaluated_again(tmp_path, capsys):
+    suite = write_suite(tmp_path / "s.yaml", checkpoints=[RANDOM], tasks=["digits"], protocols=["knn"])
+    results = tmp_path / "res"
+    assert main(["run", str(suite), "--results", str(results), "--executor", "local"]) == 0
+    (path,) = (results / "records").glob("*.json")
+    good = path.read_text()
+    path.write_text(good[: len(good) // 2])  # truncated, e.g. by a full disk
+    capsys.readouterr()
+    assert main(["table", "--results", str(results)]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped {path}: not a valid record" in captured.err and "(no ok records match)" in captured.out
+    assert main(["run", str(suite), "--results", str(results), "--executor", "local"]) == 0
+    assert "1 ran ok, 0 already stored" in capsys.readouterr().err
+    assert json.loads(path.read_text())["status"] == "ok"
