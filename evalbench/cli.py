@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -28,6 +29,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     from evalbench.specs.suite import load_suite
 
     suite = load_suite(Path(a.suite)) if a.suite else default_suite()
+    if a.amp:
+        suite = replace(suite, amp=True)
     results = RecordStore(Path(a.results))
     artifacts = ArtifactStore(Path(a.storage or a.results))
     summary = run_suite(suite, results=results, artifacts=artifacts, executor=a.executor, address=a.address,
@@ -116,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", default="ray", choices=["ray", "local"], help="ray (default) or local in-process")
     r.add_argument("--address", default=None, help="Ray cluster address to join (default: embedded local Ray)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for embedded local Ray (default: all)")
+    r.add_argument("--amp", action="store_true",
+                   help="extract features under float16 autocast on CUDA GPUs (a separate identity from fp32 features)")
     r.add_argument("--format", default="github", help="table format: github, latex, html, csv, plain")
     t = sub.add_parser("table", help="render the table from stored records")
     t.add_argument("--results", default="results")

@@ -130,16 +130,17 @@ def _unavailable(spec: CheckpointSpec) -> dict:
     return {"unavailable": {"name": spec.name, "path": str(spec.path) if spec.path else None}}
 
 
-def plan_extract(spec: CheckpointSpec, task: TaskSpec, view: str, ctx: PlanContext) -> Stage:
+def plan_extract(spec: CheckpointSpec, task: TaskSpec, view: str, ctx: PlanContext, *, amp: bool = False) -> Stage:
     weights, upstream, werr = _weights(spec, ctx)
     task_payload, terr = ctx.task_payload(task)
     v = VIEWS.get(view)
     payload = {"weights": weights or _unavailable(spec), "arch": spec.arch, "data": spec.data.as_dict(),
                "skip_missing": list(spec.skip_missing), "task": task_payload or {"unavailable": task.ref},
-               "view": {"name": view, "version": v.version}}
+               "view": {"name": view, "version": v.version}, "amp": amp}
     return ctx.plan.add(Stage(
         kind="extract", identity=stage_identity("extract", payload), label=f"{spec.name} | {task.name} | features[{view}]",
-        inputs={"checkpoint": spec, "task": task, "view": view, "weights": weights, "task_payload": task_payload},
+        inputs={"checkpoint": spec, "task": task, "view": view, "amp": amp, "weights": weights,
+                "task_payload": task_payload},
         deps=(upstream,) if upstream else (), resources=Resources(num_cpus=1, num_gpus=1), error=werr or terr))
 
 
@@ -161,7 +162,7 @@ def plan_suite(suite: Suite, *, hash_file: HashFile = sha256_file) -> Plan:
     for spec in suite.checkpoints:
         for task in suite.tasks:
             for protocol in suite.protocols:
-                extract = plan_extract(spec, task, protocol.view, ctx)
+                extract = plan_extract(spec, task, protocol.view, ctx, amp=suite.amp)
                 for seed in (suite.seeds if protocol.stochastic else (None,)):
                     plan_probe(extract, protocol, seed, ctx)
     return ctx.plan

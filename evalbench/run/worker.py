@@ -113,7 +113,7 @@ def _weights_file(stage: Stage, upstream: list[StageOutput], store: ArtifactStor
 
 
 def extract_task_features(spec: CheckpointSpec, task: TaskSpec, *, weights_file: Optional[Path], view: str = "identity",
-                          device: torch.device, num_workers: int = 0) -> Features:
+                          device: torch.device, num_workers: int = 0, amp: bool = False) -> Features:
     """Features of every split of ``task`` under ``spec``'s encoder (no store: benchmarks, notebooks)."""
     t0 = time.perf_counter()
     splits = load_task(task)
@@ -121,9 +121,11 @@ def extract_task_features(spec: CheckpointSpec, task: TaskSpec, *, weights_file:
     sources = {s: v.apply(getattr(splits, s)) for s in SPLITS}
     encoder, load_report = load_encoder(spec, weights_file)
     t1 = time.perf_counter()
-    x = {s: extract_features(encoder, sources[s], cfg=spec.data, device=device, num_workers=num_workers) for s in SPLITS}
+    x = {s: extract_features(encoder, sources[s], cfg=spec.data, device=device, num_workers=num_workers,
+                             amp=amp and device.type == "cuda") for s in SPLITS}
     y = {s: sources[s].labels for s in SPLITS}
-    meta = {"checkpoint": spec.name, "task": task.ref, "view": view, "load": load_report,
+    meta = {"checkpoint": spec.name, "task": task.ref, "view": view, "amp": amp and device.type == "cuda",
+            "load": load_report,
             "dim": int(x["train"].shape[1]), "sizes": {s: len(y[s]) for s in SPLITS},
             "dataset_s": round(t1 - t0, 3), "extract_s": round(time.perf_counter() - t1, 3)}
     return Features(x, y, task.num_classes, meta)
@@ -136,7 +138,8 @@ def run_extract(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -
         return StageOutput(stage.identity, "ok", details={**load_features(target).meta, "cache": "hit"})
     feats = extract_task_features(stage.inputs["checkpoint"], stage.inputs["task"],
                                   weights_file=_weights_file(stage, upstream, store), view=stage.inputs["view"],
-                                  device=pick_device(), num_workers=max(0, int(stage.resources.num_cpus) - 1))
+                                  device=pick_device(), num_workers=max(0, int(stage.resources.num_cpus) - 1),
+                                  amp=stage.inputs["amp"])
     meta = {"identity": stage.identity, **feats.meta, "host": socket.gethostname(), "node": ctx.node}
     save_features(target, Features(feats.x, feats.y, feats.num_classes, meta))
     return StageOutput(stage.identity, "ok", details={**meta, "cache": "miss"})

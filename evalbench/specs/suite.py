@@ -14,7 +14,7 @@ from evalbench.specs.checkpoint import CheckpointSpec, parse_checkpoint
 from evalbench.specs.protocol import ProtocolSpec, resolve_protocol
 from evalbench.specs.task import TaskSpec, resolve_task
 
-SUITE_KEYS = ("checkpoints", "tasks", "protocols", "seeds", "name", "description")
+SUITE_KEYS = ("checkpoints", "tasks", "protocols", "seeds", "amp", "name", "description")
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Suite:
     tasks: tuple[TaskSpec, ...]
     protocols: tuple[ProtocolSpec, ...]
     seeds: tuple[int, ...] = (0,)
+    amp: bool = False  # extract features under float16 autocast on CUDA (part of the features' identity)
 
 
 def _protocol_entry(entry: Any, *, where: str) -> ProtocolSpec:
@@ -63,7 +64,10 @@ def parse_suite(data: Any, *, source: Path) -> Suite:
                   for t in _list(d, "tasks", where))
     protocols = tuple(_protocol_entry(p, where=f"{where}: protocols[{i}]") for i, p in enumerate(_list(d, "protocols", where)))
     seeds = tuple(_seed(s, where=where) for s in (_list(d, "seeds", where) if "seeds" in d else [0]))
-    return Suite(str(d.get("name", source.stem)), ckpts, tasks, protocols, seeds)
+    amp = d.get("amp", False)
+    if not isinstance(amp, bool):
+        raise ConfigError(f"{where}: amp must be true or false (float16 autocast for extraction on CUDA)")
+    return Suite(str(d.get("name", source.stem)), ckpts, tasks, protocols, seeds, amp)
 
 
 def load_suite(path: Path) -> Suite:

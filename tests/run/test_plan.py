@@ -116,6 +116,7 @@ CHANGES = {
     "preprocessing in_chans": lambda tmp, s: _data(s, in_chans=3),
     "protocol params": lambda tmp, s: replace(s, protocols=(s.protocols[0].with_params({"chunk_size": 7}, where="t"),)),
     "protocol version": lambda tmp, s: replace(s, protocols=(replace(s.protocols[0], version=2),)),
+    "amp extraction": lambda tmp, s: replace(s, amp=True),
 }
 
 
@@ -181,5 +182,5 @@ def test_plan__golden_keys_of_a_fixed_suite():
     assert [(s.kind, s.identity) for s in plan.stages.values()] == GOLDEN
 
 
-GOLDEN = [("extract", "2fd9e126626aba55abf4da0435532aac"), ("probe", "59e6aa00e9c2948a4653b893bead8e76"),
-          ("probe", "5bf2e729497723a19fcaf15bffaf0768")]
+GOLDEN = [("extract", "096f10ef27cdd97f4e9e7e0b0bc2b339"), ("probe", "49b576e9029be6d4d1dbba93ef6e39ef"),
+          ("probe", "ac800ab9556fa4a8356ab649c89cda68")]
