@@ -42,6 +42,71 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0 if summary.success else 1
 
 
+@COMMANDS.register("pretrain")
+def cmd_pretrain(a: argparse.Namespace) -> int:
+    import shutil
+
+    from evalbench.pretrain.config import load_pretrain_config
+    from evalbench.results.store import ArtifactStore
+    from evalbench.run.executors import EXECUTORS, ExecOptions
+    from evalbench.run.plan import PlanContext, plan_pretrain
+    from evalbench.run.worker import CHECKPOINT_FILE
+    from evalbench.specs.checkpoint import CheckpointSpec, StageWeights
+
+    cfg = load_pretrain_config(Path(a.config))
+    store = ArtifactStore(Path(a.storage))
+    spec = CheckpointSpec(name=Path(a.config).stem, arch=cfg.arch, data=cfg.data,
+                          weights=StageWeights(kind="pretrain", inputs={"config": cfg}))
+    hashes = store.file_hashes()
+    stage = plan_pretrain(spec, PlanContext(hash_file=hashes))
+    hashes.save()
+    if stage.error:
+        raise EvalbenchError(stage.error)
+    weights = store.checkpoint_dir(stage.identity) / CHECKPOINT_FILE
+    if weights.is_file():
+        print(f"evalbench: already trained: {weights}", file=sys.stderr)
+    else:
+        print(f"evalbench: pretraining {cfg.method} ({cfg.arch}, {cfg.epochs} epochs on {cfg.task}) -> {weights.parent}",
+              file=sys.stderr)
+        opts = ExecOptions(storage=str(store.root), address=a.address, num_cpus=a.num_cpus)
+        for _, out in EXECUTORS.get(a.executor)([stage], {}, opts):
+            if not out.ok:
+                print(f"evalbench: error: {out.error}", file=sys.stderr)
+                return 1
+            curve = ", ".join(f"{v:.3f}" for v in out.details.get("loss_curve", []))
+            print(f"evalbench: trained in {out.timing.get('train', 0):.1f}s (resumed from epoch "
+                  f"{out.details.get('resumed_from', 0)}); loss per epoch: {curve}", file=sys.stderr)
+    if a.out:
+        out_path = Path(a.out)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights, out_path)
+        shutil.copyfile(weights.with_suffix(".json"), out_path.with_suffix(".json"))
+        weights = out_path
+    print(weights)
+    return 0
+
+
+@COMMANDS.register("sweep")
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from evalbench.pretrain.sweep import load_sweep
+    from evalbench.results.ablation import render_ablation
+    from evalbench.results.store import ArtifactStore, RecordStore
+    from evalbench.run.runner import format_summary, run_suite
+
+    sweep = load_sweep(Path(a.grid), yes=a.yes)
+    print(f"evalbench: sweep {sweep.name!r}: {len(sweep.points)} points x {len(sweep.seeds)} seeds, evaluated on "
+          f"{', '.join(t.name for t in sweep.suite.tasks)} with {', '.join(p.name for p in sweep.suite.protocols)}",
+          file=sys.stderr)
+    results = RecordStore(Path(a.results))
+    summary = run_suite(sweep.suite, results=results, artifacts=ArtifactStore(Path(a.storage or a.results)),
+                        executor=a.executor, address=a.address, num_cpus=a.num_cpus)
+    keys = set(summary.keys)
+    print(render_ablation([r for r in results.records() if r.key in keys], fmt=a.format, sweep=sweep.name))
+    _report_problems(results.problems)
+    print(format_summary(summary), file=sys.stderr)
+    return 0 if summary.success else 1
+
+
 @COMMANDS.register("table")
 def cmd_table(a: argparse.Namespace) -> int:
     from evalbench.results.store import RecordStore
@@ -122,6 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--amp", action="store_true",
                    help="extract features under float16 autocast on CUDA GPUs (a separate identity from fp32 features)")
     r.add_argument("--format", default="github", help="table format: github, latex, html, csv, plain")
+    pt = sub.add_parser("pretrain", help="pretrain one encoder from a config YAML (SimCLR, MoCo, BYOL, SimSiam, ...)")
+    pt.add_argument("config", help="pretraining config YAML (see examples/pretrain/)")
+    pt.add_argument("--storage", default="results", help="artifact store: the checkpoint and its resumable state")
+    pt.add_argument("--out", default=None, help="also copy the checkpoint (.safetensors + .json) to this path")
+    pt.add_argument("--executor", default="local", choices=["ray", "local"], help="local (default) or ray")
+    pt.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    pt.add_argument("--num-cpus", type=int, default=None, help="CPUs for embedded local Ray")
+    sw = sub.add_parser("sweep", help="pretrain every point of a grid and evaluate each (the ablation table)")
+    sw.add_argument("grid", help="sweep YAML: base config, grid or points, seeds, evaluate (see examples/sweeps/)")
+    sw.add_argument("--results", default="results", help="results directory (records; artifacts too unless --storage)")
+    sw.add_argument("--storage", default=None, help="artifact store, a path every Ray node sees (default: --results)")
+    sw.add_argument("--executor", default="ray", choices=["ray", "local"])
+    sw.add_argument("--address", default=None, help="Ray cluster address to join (default: embedded local Ray)")
+    sw.add_argument("--num-cpus", type=int, default=None, help="CPUs for embedded local Ray (default: all)")
+    sw.add_argument("--yes", action="store_true", help="run a grid larger than the safety threshold")
+    sw.add_argument("--format", default="github", help="table format: github, latex, html, csv, plain")
     t = sub.add_parser("table", help="render the table from stored records")
     t.add_argument("--results", default="results")
     t.add_argument("--format", default="github", help="github, latex, html, csv, plain")

@@ -1,34 +1,50 @@
-"""The embedded default run: a small built-in CNN with random weights beside the same CNN
-briefly trained with labels (the supervised reference, trained by a ``pretrain`` stage of the
-plan), on digits and mnist5k (plus fashion-mnist where Debian's dataset-fashion-mnist is
-installed), with knn and linear."""
+"""The embedded default run: a small built-in CNN with random weights, the same CNN trained with
+labels (the supervised reference), and trained self-supervised with SimCLR and with BYOL (no
+negatives), each by a ``pretrain`` stage of the plan on mnist5k's train split; evaluated on
+digits and mnist5k (plus fashion-mnist where Debian's dataset-fashion-mnist is installed) with
+knn, linear and the representation diagnostics."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from typing import Any
 
-from evalbench.specs.checkpoint import CheckpointSpec, RandomWeights, StageWeights, parse_data_config
+from evalbench.pretrain.config import PretrainConfig, parse_pretrain_config
+from evalbench.specs.checkpoint import CheckpointSpec, RandomWeights, StageWeights
 from evalbench.specs.protocol import resolve_protocol
 from evalbench.specs.suite import Suite
 from evalbench.specs.task import data_status, resolve_task
-from evalbench.pretrain.supervised import SupervisedRecipe
 
 ARCH = "builtin:small-cnn"
 PREP = {"in_chans": 1, "mean": [0.5], "std": [0.5], "input_size": 28}
-TRAIN_TASKS = ("digits", "mnist5k")  # both 0-9 handwritten digits: one label space
-RECIPE = SupervisedRecipe(epochs=6)
+TRAIN_TASK = "mnist5k"
+COMMON: dict[str, Any] = {"arch": ARCH, "preprocessing": PREP, "task": TRAIN_TASK, "seed": 0, "batch_size": 128}
+SSL_AUGMENT = {"crop": {"enabled": True, "scale": [0.4, 1.0]}, "flip": {"enabled": False},
+               "rotation": {"enabled": True, "degrees": 10, "p": 0.5}}
+ADAMW = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "cosine"}
+HEAD = {"kind": "mlp", "hidden_dim": 256, "out_dim": 64, "depth": 2}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "supervised": {**COMMON, "method": "supervised", "epochs": 6, "optimizer": {**ADAMW, "lr": 2e-3},
+                   "augment": {"crop": {"enabled": False}, "flip": {"enabled": False}}},
+    "simclr": {**COMMON, "method": "simclr", "epochs": 4, "optimizer": ADAMW, "head": HEAD,
+               "loss": {"temperature": 0.2}, "augment": SSL_AUGMENT},
+    "byol": {**COMMON, "method": "byol", "epochs": 4, "optimizer": ADAMW, "head": HEAD,
+             "predictor": {"enabled": True, "hidden_dim": 256}, "augment": SSL_AUGMENT},
+}
+
+
+def default_configs() -> dict[str, PretrainConfig]:
+    return {name: parse_pretrain_config(raw, where=f"default suite: {name}") for name, raw in CONFIGS.items()}
 
 
 def default_suite() -> Suite:
-    data = parse_data_config(ARCH, PREP, where="default suite")
-    train_tasks = tuple(resolve_task(t) for t in TRAIN_TASKS)
-    reference = StageWeights(kind="pretrain", inputs={"method": "supervised", "recipe": asdict(RECIPE),
-                                                      "tasks": train_tasks})
-    ckpts = (
-        CheckpointSpec(name="small-cnn", arch=ARCH, data=data, weights=RandomWeights(0)),
-        CheckpointSpec(name=f"small-cnn supervised ({'+'.join(TRAIN_TASKS)}, {RECIPE.epochs} ep)", arch=ARCH, data=data,
-                       weights=reference, meta={"method": "supervised", **asdict(RECIPE),
-                                                "tasks": [t.ref for t in train_tasks]}),
-    )
+    cfgs = default_configs()
+    data = cfgs["supervised"].data
+    ckpts = [CheckpointSpec(name="small-cnn", arch=ARCH, data=data, weights=RandomWeights(0))]
+    for name, cfg in cfgs.items():
+        ckpts.append(CheckpointSpec(
+            name=f"small-cnn {name} ({cfg.task}, {cfg.epochs} ep)", arch=ARCH, data=cfg.data,
+            weights=StageWeights(kind="pretrain", inputs={"config": cfg}),
+            meta={"pretrain": {"method": cfg.method, "seed": cfg.seed, "knobs": cfg.knobs(), "task": cfg.task,
+                               "epochs": cfg.epochs}}))
     tasks = ["digits", "mnist5k"] + [t for t in ("fashion-mnist",) if data_status(resolve_task(t)) == "ready"]
-    return Suite(name="default", checkpoints=ckpts, tasks=tuple(resolve_task(t) for t in tasks),
+    return Suite(name="default", checkpoints=tuple(ckpts), tasks=tuple(resolve_task(t) for t in tasks),
                  protocols=(resolve_protocol("knn"), resolve_protocol("linear")), seeds=(0,))

@@ -69,6 +69,10 @@ class ArtifactStore:
     def checkpoint_dir(self, identity: str) -> Path:
         return self.artifacts / "checkpoints" / identity
 
+    def pretrain_state_dir(self, identity: str) -> Path:
+        """The resumable state of a pretraining that has not finished (removed once it has)."""
+        return self.artifacts / "pretrain-state" / identity
+
     def file_hashes(self) -> FileHashIndex:
         return FileHashIndex(self.root / "index" / "file-sha256.json")
 

@@ -34,11 +34,13 @@ def records_frame(records: Iterable[Record | dict]) -> pd.DataFrame:
             continue
         c, p = r["checkpoint"], r["protocol"]
         row_label = c["name"] + (" (random init)" if c.get("random_init") else "")
+        pretrain = (c.get("meta") or {}).get("pretrain") or {}
+        knobs = {"method": pretrain.get("method"), **(pretrain.get("knobs") or {})} if pretrain else {}
         for metric, value in r["metrics"].items():
             rows.append({"checkpoint": row_label, "task": r["task"]["name"], "protocol": f"{p['name']}@{p['version']}",
                          "params": _params_id(p["params"]), "metric": metric, "seed": r["seed"],
-                         "value": float(value), "created": r["created"]})
-    cols = ["checkpoint", "task", "protocol", "params", "metric", "seed", "value", "created"]
+                         "value": float(value), "created": r["created"], "knobs": knobs})
+    cols = ["checkpoint", "task", "protocol", "params", "metric", "seed", "value", "created", "knobs"]
     df = pd.DataFrame(rows, columns=cols)
     return df.sort_values("created").drop_duplicates(cols[:6], keep="last")
 
@@ -62,22 +64,46 @@ def summary_frame(df: pd.DataFrame, *, task: Optional[str] = None, protocol: Opt
     return agg
 
 
-def _cell(mean: float, std: float, n: int) -> str:
-    return f"{100 * mean:.1f}" if n < 2 else f"{100 * mean:.1f} ± {100 * std:.1f}"
+COLLAPSED = "collapsed"  # the diagnostics protocol's flag: shown on the row, not as a column
+
+
+def _cell(mean: float, std: float, n: int, *, metric: str) -> str:
+    """Top-1 metrics in %, other metrics (diagnostics) with 3 significant digits; ± only over several seeds."""
+    fmt = (lambda v: f"{100 * v:.1f}") if metric.startswith("top1") else (lambda v: f"{v:.3g}")
+    return fmt(mean) if n < 2 else f"{fmt(mean)} ± {fmt(std)}"
+
+
+def knob_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Method and the pretraining knobs that differ between the rows (DESIGN.md §5), one row per checkpoint."""
+    per_row = df.drop_duplicates("checkpoint").set_index("checkpoint")["knobs"]
+    if not any(per_row):
+        return pd.DataFrame(index=per_row.index)
+    keys = list(dict.fromkeys(k for kn in per_row for k in kn))
+    varying = [k for k in keys if k == "method" or len({repr(kn.get(k)) for kn in per_row if kn}) > 1]
+    return pd.DataFrame({k: [("–" if not kn else str(kn.get(k, "–"))) for kn in per_row] for k in varying},
+                        index=per_row.index)
 
 
 def render_table(records: Iterable[Record | dict], *, fmt: str = "github", task: Optional[str] = None,
                  protocol: Optional[str] = None) -> str:
-    summary = summary_frame(records_frame(records), task=task, protocol=protocol)
+    frame = records_frame(records)
+    summary = summary_frame(frame, task=task, protocol=protocol)
     if summary.empty:
         return "(no ok records match)"
-    summary["cell"] = [_cell(m, s, n) for m, s, n in zip(summary["mean"], summary["std"], summary["count"])]
+    metric = summary["column"].astype(str).str.rsplit(" ", n=1).str[1]
+    collapsed = summary[(metric == COLLAPSED) & (summary["mean"] > 0)]
+    flags = collapsed.groupby("checkpoint")["column"].agg(lambda cs: sorted({str(c).split(" / ")[0] for c in cs}))
+    summary = summary[metric != COLLAPSED].assign(metric=metric[metric != COLLAPSED])
+    summary["cell"] = [_cell(m, s, n, metric=mt) for m, s, n, mt in
+                       zip(summary["mean"], summary["std"], summary["count"], summary["metric"])]
     wide = summary.pivot(index="checkpoint", columns="column", values="cell")
     wide = wide.astype(object).where(wide.notna(), "–")
     wide.columns = [str(c) for c in wide.columns]
     wide.columns.name = None
+    wide = knob_columns(frame[frame["checkpoint"].isin(wide.index)]).join(wide, how="right")
+    wide.index = [f"{c} [COLLAPSED on {', '.join(flags[c])}]" if c in flags.index else c for c in wide.index]
     tablefmt = FORMATS.get(fmt)
     if tablefmt == "csv":
-        return wide.to_csv()
+        return wide.to_csv(index_label="checkpoint")
     return tabulate(wide, headers=["checkpoint (top-1 %)", *wide.columns], tablefmt=tablefmt, disable_numparse=True,
                     colalign=("left",) + ("right",) * len(wide.columns))

@@ -32,7 +32,8 @@ from evalbench.specs.checkpoint import (CheckpointSpec, FileWeights, RandomWeigh
                                         file_weights_identity)
 from evalbench.specs.protocol import ProtocolSpec
 from evalbench.specs.suite import Suite
-from evalbench.specs.task import TaskSpec, task_identity_payload
+from evalbench.specs.task import TaskSpec, resolve_task, task_identity_payload
+from evalbench.pretrain.config import PretrainConfig
 
 
 @dataclass
@@ -101,17 +102,15 @@ WEIGHTS_PLANNERS[StageWeights] = _produced_weights
 
 @PRODUCERS.register("pretrain")
 def plan_pretrain(spec: CheckpointSpec, ctx: PlanContext) -> Stage:
-    """A checkpoint trained by evalbench itself (the default run's supervised reference)."""
-    inputs = spec.weights.inputs
-    tasks: list[TaskSpec] = list(inputs["tasks"])
-    payloads = [ctx.task_payload(t) for t in tasks]
-    error = next((err for _, err in payloads if err), None)
-    payload = {"method": inputs["method"], "recipe": inputs["recipe"], "arch": spec.arch, "data": spec.data.as_dict(),
-               "tasks": [p for p, _ in payloads] if error is None else [t.ref for t in tasks]}
+    """A checkpoint evalbench trains itself (SSL methods, the supervised reference): its identity is
+    the hash of its full config and its training data, known before the weights exist."""
+    cfg: PretrainConfig = spec.weights.inputs["config"]
+    task = resolve_task(cfg.task)
+    task_payload, error = ctx.task_payload(task)
+    payload = {"config": cfg.as_dict(), "task": task_payload or {"unavailable": task.ref}}
     return Stage(kind="pretrain", identity=stage_identity("pretrain", payload), label=f"pretrain {spec.name}",
-                 inputs={"checkpoint": spec, "tasks": tuple(tasks), "method": inputs["method"],
-                         "recipe": inputs["recipe"]},
-                 resources=Resources(num_cpus=1), error=error)
+                 inputs={"config": cfg, "task": task, "task_payload": task_payload},
+                 resources=Resources(num_cpus=1, num_gpus=1), error=error)
 
 
 # --- the suite plan ---------------------------------------------------------------------------

@@ -109,7 +109,8 @@ def _line(stage: Stage, out: StageOutput) -> str:
 
 
 def run_suite(suite: Suite, *, results: RecordStore, artifacts: Optional[ArtifactStore] = None, executor: str = "ray",
-              address: Optional[str] = None, num_cpus: Optional[int] = None, out: TextIO = sys.stderr) -> RunSummary:
+              address: Optional[str] = None, num_cpus: Optional[int] = None, out: Optional[TextIO] = None) -> RunSummary:
+    out = out or sys.stderr
     artifacts = artifacts or ArtifactStore(results.root)
     results.sweep()
     artifacts.sweep()

@@ -8,6 +8,7 @@ never travel through the executor.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 import traceback
@@ -23,7 +24,9 @@ from evalbench.data.views import VIEWS
 from evalbench.encoders import Encoder, build_encoder
 from evalbench.features.artifact import Features, features_exist, load_features, save_features
 from evalbench.features.extract import extract_features
-from evalbench.pretrain.supervised import SupervisedRecipe, save_checkpoint, train_supervised
+from evalbench.pretrain.checkpoint import pretrain_metadata, save_checkpoint
+from evalbench.pretrain.config import PretrainConfig
+from evalbench.pretrain.trainer import pretrain
 from evalbench.protocols import PROBES
 from evalbench.results.store import ArtifactStore
 from evalbench.run.stages import STAGE_KINDS, Stage, StageKind, StageOutput, WorkerContext
@@ -85,21 +88,24 @@ def load_encoder(spec: CheckpointSpec, weights_file: Optional[Path]) -> tuple[En
 # --- pretrain ---------------------------------------------------------------------------------
 
 def run_pretrain(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
+    """Train (or resume training) one checkpoint; its weights and metadata land in the store at once."""
     store = ArtifactStore(Path(ctx.storage))
     target = store.checkpoint_dir(stage.identity)
-    if (target / CHECKPOINT_FILE).is_file():
+    if (target / CHECKPOINT_FILE).is_file():  # made by another run meanwhile
         return StageOutput(stage.identity, "ok", details={"cache": "hit"})
-    spec: CheckpointSpec = stage.inputs["checkpoint"]
-    recipe = SupervisedRecipe(**stage.inputs["recipe"])
-    encoder = train_supervised(recipe, [load_task(t).train for t in stage.inputs["tasks"]],
-                               num_classes=max(t.num_classes for t in stage.inputs["tasks"]),
-                               arch=spec.arch, cfg=spec.data, device=pick_device())
-    meta = {"identity": stage.identity, "method": stage.inputs["method"], "recipe": stage.inputs["recipe"],
-            "arch": spec.arch, "data": spec.data.as_dict(), "tasks": [t.ref for t in stage.inputs["tasks"]]}
+    cfg: PretrainConfig = stage.inputs["config"]
+    task: TaskSpec = stage.inputs["task"]
+    state_dir = store.pretrain_state_dir(stage.identity)
+    result = pretrain(cfg, load_task(task).train, num_classes=task.num_classes, state_dir=state_dir,
+                      device=pick_device())
+    meta = pretrain_metadata(cfg, result, identity=stage.identity, task=stage.inputs["task_payload"] or {})
     with atomic_path(target) as tmp:
         tmp.mkdir()
-        save_checkpoint(encoder, tmp / CHECKPOINT_FILE, metadata=meta)
-    return StageOutput(stage.identity, "ok", details={"cache": "miss"})
+        save_checkpoint(result.encoder, tmp / CHECKPOINT_FILE, metadata=meta)
+    shutil.rmtree(state_dir, ignore_errors=True)  # the resumable state is not needed once the weights exist
+    details = {"cache": "miss", "loss_curve": meta["loss_curve"], "resumed_from": result.resumed_from,
+               "images_per_s": meta["images_per_s"]}
+    return StageOutput(stage.identity, "ok", details=details, timing={"train": meta["wall_s"]})
 
 
 # --- extract ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Where the weights come from (``source``) fixes their identity:
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from evalbench.core.yamlio import check_mapping
 from evalbench.encoders import DataConfig, default_data_config
 from evalbench.encoders.base import INTERPOLATIONS
 
+SIDECAR_MARK = "evalbench_pretrain"  # marks the JSON that `evalbench pretrain` writes beside a checkpoint
 CKPT_KEYS = ("name", "arch", "path", "init", "init_seed", "preprocessing", "skip_missing", "meta")
 PREP_KEYS = ("in_chans", "input_size", "mean", "std", "interpolation")
 
@@ -113,6 +115,21 @@ def _patterns(value: Any, *, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def read_sidecar(weights: Path) -> Optional[dict]:
+    """The pretraining metadata evalbench wrote beside a checkpoint file (method, knobs, ...), if any."""
+    try:
+        meta = json.loads(Path(weights).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get(SIDECAR_MARK) == 1 else None
+
+
+def pretrain_meta(sidecar: dict) -> dict:
+    """What a table shows of a pretrained checkpoint: its method, seed and every knob."""
+    return {"pretrain": {"method": sidecar.get("method"), "seed": sidecar.get("seed"), "knobs": sidecar.get("knobs", {}),
+                         "task": (sidecar.get("task") or {}).get("name"), "epochs": sidecar.get("epochs")}}
+
+
 def parse_checkpoint(data: Any, *, where: str, base_dir: Path) -> CheckpointSpec:
     d = check_mapping(data, where=where, required=("name", "arch"), optional=CKPT_KEYS[2:])
     arch = str(d["arch"])
@@ -134,6 +151,9 @@ def parse_checkpoint(data: Any, *, where: str, base_dir: Path) -> CheckpointSpec
     meta = d.get("meta", {})
     if not isinstance(meta, dict):
         raise ConfigError(f"{where}: meta must be a mapping")
+    sidecar = read_sidecar(weights.path) if isinstance(weights, FileWeights) else None
+    if sidecar is not None:
+        meta = {**pretrain_meta(sidecar), **meta}
     return CheckpointSpec(
         name=str(d["name"]), arch=arch,
         data=parse_data_config(arch, d.get("preprocessing"), where=f"{where}: preprocessing"),

@@ -27,7 +27,8 @@ class Suite:
     amp: bool = False  # extract features under float16 autocast on CUDA (part of the features' identity)
 
 
-def _protocol_entry(entry: Any, *, where: str) -> ProtocolSpec:
+def parse_protocol_entry(entry: Any, *, where: str) -> ProtocolSpec:
+    """A protocol name, a YAML path, or {name, params} with overrides of its params."""
     if isinstance(entry, str):
         return resolve_protocol(entry)
     d = check_mapping(entry, where=where, required=("name",), optional=("params",))
@@ -62,7 +63,7 @@ def parse_suite(data: Any, *, source: Path) -> Suite:
         raise ConfigError(f"{where}: checkpoint name {dup!r} is used twice; names label the table rows")
     tasks = tuple(resolve_task(str(t) if not str(t).endswith((".yaml", ".yml")) else str(base / t))
                   for t in _list(d, "tasks", where))
-    protocols = tuple(_protocol_entry(p, where=f"{where}: protocols[{i}]") for i, p in enumerate(_list(d, "protocols", where)))
+    protocols = tuple(parse_protocol_entry(p, where=f"{where}: protocols[{i}]") for i, p in enumerate(_list(d, "protocols", where)))
     seeds = tuple(_seed(s, where=where) for s in (_list(d, "seeds", where) if "seeds" in d else [0]))
     amp = d.get("amp", False)
     if not isinstance(amp, bool):

@@ -1,0 +1,123 @@
+"""The pretraining loop: two augmented views per image, the method's loss, the optimiser and
+schedule, and a resumable state every ``checkpoint_every`` epochs (DESIGN.md §5).
+
+Determinism and resume: at the start of epoch e, torch's global RNG (augmentations) and the
+shuffling generator are seeded from (seed, e). A killed run resumes from its last saved epoch
+with the model, optimiser, scheduler, queue and loss curve of that epoch, so on CPU it ends
+with the same weights as an uninterrupted run with the same seed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from evalbench.core.atomic import atomic_path
+from evalbench.core.errors import EvalbenchError
+from evalbench.data.base import ImageSource
+from evalbench.encoders import Encoder, build_encoder, preprocess
+from evalbench.pretrain.augment import build_augment, two_views
+from evalbench.pretrain.config import PretrainConfig
+from evalbench.pretrain.methods import METHODS
+from evalbench.pretrain.optim import build_optimizer, build_scheduler, param_groups
+
+STATE_FILE = "state.pt"
+
+
+class PretrainDiverged(EvalbenchError):
+    """The loss became NaN or inf."""
+
+
+@dataclass
+class PretrainResult:
+    encoder: Encoder
+    loss_curve: list[float]  # mean loss per epoch
+    epochs: int
+    resumed_from: int  # epochs already done when this call started (0: from scratch)
+    wall_s: float
+    images_per_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
+
+
+def _save_state(state_dir: Path, method: torch.nn.Module, opt: torch.optim.Optimizer, sched, *, epoch: int,
+                step: int, curve: list[float]) -> None:
+    state = {"method": method.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "epoch": epoch, "step": step, "curve": list(curve)}
+    with atomic_path(state_dir / STATE_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(state_dir: Path) -> Optional[dict]:
+    path = state_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and numbers only
+
+
+def pretrain(cfg: PretrainConfig, source: ImageSource, *, num_classes: int, state_dir: Optional[Path],
+             device: torch.device, log: Callable[[str], None] = lambda s: None,
+             stop_after: Optional[int] = None) -> PretrainResult:
+    """Train ``cfg.method`` on ``source`` (a task's train split) and return the encoder.
+
+    ``stop_after``: end this call after that many epochs in total (saving its state), as a
+    time-limited job would; a later call with the same ``state_dir`` resumes from there.
+    """
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    encoder = build_encoder(cfg.arch, in_chans=cfg.data.in_chans)
+    method = METHODS.get(cfg.method)(cfg, encoder, num_classes).to(device)
+    opt = build_optimizer(cfg.optimizer, param_groups(method, cfg.optimizer.weight_decay))
+    steps_per_epoch = len(source) // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise EvalbenchError(f"batch_size {cfg.batch_size} is larger than the {len(source)} training images of "
+                             f"task {cfg.task!r}; lower batch_size")
+    sched = build_scheduler(opt, cfg.optimizer, steps_per_epoch=steps_per_epoch, epochs=cfg.epochs)
+    augment = build_augment(cfg.augment, size=cfg.data.input_size)
+    start, step, curve = 0, 0, []
+    state = _load_state(state_dir) if state_dir is not None else None
+    if state is not None:
+        method.load_state_dict(state["method"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, step, curve = int(state["epoch"]), int(state["step"]), [float(v) for v in state["curve"]]
+        log(f"resumed at epoch {start} of {cfg.epochs}")
+    total = steps_per_epoch * cfg.epochs
+    seen = 0
+    for epoch in range(start, min(cfg.epochs, stop_after or cfg.epochs)):
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))  # augmentations
+        order = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch) + 1)
+        loader = DataLoader(source, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=order)
+        method.train()
+        losses = []
+        for images, labels in loader:
+            v1, v2 = two_views(augment, images)
+            x1, x2 = preprocess(v1.to(device), cfg.data), preprocess(v2.to(device), cfg.data)
+            loss = method.loss(x1, x2, labels.to(device))
+            if not torch.isfinite(loss):
+                last = curve[-1] if curve else None
+                raise PretrainDiverged(f"{cfg.method}: the loss became {loss.item()} in epoch {epoch + 1} "
+                                       f"(step {step + 1}); last finite epoch loss: {last}; lower lr or check the knobs")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            method.after_step(step, total)
+            step += 1
+            seen += len(images)
+            losses.append(loss.item())
+        curve.append(sum(losses) / len(losses))
+        log(f"epoch {epoch + 1}/{cfg.epochs} loss {curve[-1]:.4f}")
+        last = epoch + 1 == cfg.epochs or epoch + 1 == stop_after
+        if state_dir is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
+            _save_state(state_dir, method, opt, sched, epoch=epoch + 1, step=step, curve=curve)
+    wall = time.perf_counter() - t0
+    return PretrainResult(encoder.eval(), curve, len(curve), start, wall, images_per_s=seen / wall if wall else 0.0)
+
