@@ -17,8 +17,12 @@ ARCH = "builtin:small-cnn"
 PREP = {"in_chans": 1, "mean": [0.5], "std": [0.5], "input_size": 28}
 TRAIN_TASK = "mnist5k"
 COMMON: dict[str, Any] = {"arch": ARCH, "preprocessing": PREP, "task": TRAIN_TASK, "seed": 0, "batch_size": 128}
+# digits are not mirror-symmetric (no flip); grayscale images: brightness/contrast jitter only
 SSL_AUGMENT = {"crop": {"enabled": True, "scale": [0.4, 1.0]}, "flip": {"enabled": False},
-               "rotation": {"enabled": True, "degrees": 10, "p": 0.5}}
+               "rotation": {"enabled": True, "degrees": 10, "p": 0.5}, "grayscale": {"enabled": False},
+               "color_jitter": {"enabled": True, "brightness": 0.4, "contrast": 0.4, "saturation": 0.0, "hue": 0.0,
+                                "p": 0.8},
+               "blur": {"enabled": False}}
 ADAMW = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "cosine"}
 HEAD = {"kind": "mlp", "hidden_dim": 256, "out_dim": 64, "depth": 2}
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -27,7 +31,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "simclr": {**COMMON, "method": "simclr", "epochs": 4, "optimizer": ADAMW, "head": HEAD,
                "loss": {"temperature": 0.2}, "augment": SSL_AUGMENT},
     "byol": {**COMMON, "method": "byol", "epochs": 4, "optimizer": ADAMW, "head": HEAD,
-             "predictor": {"enabled": True, "hidden_dim": 256}, "augment": SSL_AUGMENT},
+             "predictor": {"enabled": True, "hidden_dim": 256}, "ema": {"momentum": 0.99, "schedule": "constant"},
+             "augment": SSL_AUGMENT},
 }
 
 
@@ -47,4 +52,5 @@ def default_suite() -> Suite:
                                "epochs": cfg.epochs}}))
     tasks = ["digits", "mnist5k"] + [t for t in ("fashion-mnist",) if data_status(resolve_task(t)) == "ready"]
     return Suite(name="default", checkpoints=tuple(ckpts), tasks=tuple(resolve_task(t) for t in tasks),
-                 protocols=(resolve_protocol("knn"), resolve_protocol("linear")), seeds=(0,))
+                 protocols=(resolve_protocol("knn"), resolve_protocol("linear"), resolve_protocol("diagnostics")),
+                 seeds=(0,))

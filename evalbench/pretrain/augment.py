@@ -315,9 +315,16 @@ def build_augment(cfg: "AugmentConfig", *, size: Optional[int], impl: str = "bat
     """uint8 (B, C, H, W) -> uint8 (B, C, S, S), S = ``size`` (the input side when None), each
     sample with its own parameters from torch's global RNG (module docstring).
 
-    Measured on this project's 2-core CPU, B = 256, the SSL pipeline (crop, jitter, grayscale,
-    blur, flip): ``batched`` ~13 ms at 28x28x1 and ~40 ms at 32x32x3; ``per_sample`` ~0.4 s and
-    ~1.0 s (``python -m evalbench.pretrain.augment`` reprints the table).
+    Measured on this project's 2-core CPU (one intra-op thread, best of 7, B = 256), per batch:
+
+        pipeline                          image      batched   per_sample
+        SimCLR (crop, jitter, gray, flip) 28x28x1    2.4 ms      58 ms
+                                          32x32x3     24 ms     231 ms
+        MoCo v2 (+ blur)                  28x28x1    5.8 ms     139 ms
+                                          32x32x3     27 ms     266 ms
+
+    (``python -m evalbench.pretrain.augment`` reprints it.) With two threads on a busy shared
+    CPU both get slower and noisy (OpenMP threads spinning against other processes).
     """
     return AUGMENT_IMPLS.get(impl)(cfg, size)
 

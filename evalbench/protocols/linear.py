@@ -1,19 +1,30 @@
-"""Linear probe on frozen features (linear@1).
+"""Linear probe on frozen features (linear@2).
 
-Multinomial logistic regression trained full-batch with L-BFGS on cached, non-augmented
-features, the protocol of Kornblith et al. 2019 ("Do Better ImageNet Models Transfer
-Better?") and CLIP's linear-probe evaluation (openai/CLIP README, sklearn LogisticRegression
-with the L2 strength swept on a validation split). Features are standardised with training
-statistics. The L2 strength is chosen on val from a log grid (ties: the stronger one), then
-the model is refit on train + val and test top-1 is reported with the chosen value.
+Multinomial logistic regression on cached, non-augmented features, the protocol of Kornblith
+et al. 2019 ("Do Better ImageNet Models Transfer Better?") and CLIP's linear-probe evaluation
+(openai/CLIP README, sklearn LogisticRegression with the L2 strength swept on a validation
+split). Features are standardised with training statistics. The L2 strength is chosen on val
+from a log grid (ties: the stronger one), then the model is refit on train + val and test top-1
+is reported with the chosen value.
 
 Objective: mean cross-entropy + (l2 / 2) * ||W||^2 (bias unregularised); this equals
 scikit-learn's LogisticRegression with C = 1 / (l2 * n_train) for 3 or more classes (for two
 classes scikit-learn fits one weight vector, and C = 2 / (l2 * n_train)).
+
+Solver: every fit is solved to a max-abs gradient <= ``tol`` (the convergence that
+``refit_grad_max`` records) by a truncated Newton method (Nocedal & Wright, "Numerical
+Optimization", 2nd ed., Alg. 7.1; the solver of scikit-learn's ``newton-cg`` and liblinear's
+TRON). Each Newton step solves H d = -g by conjugate gradients on exact Hessian-vector products
+(two GEMMs over the data). CG is preconditioned by the exact Hessian of an importance-sampled
+subset of the rows (Cholesky-factored; the idea of subsampled-Newton methods, Roosta-Khorasani &
+Mahoney 2016), which captures the coupling between classes and correlated features that makes
+weak-L2 fits ill-conditioned (hundreds of L-BFGS iterations). The grid is warm-started
+strongest -> weakest and the refit from the chosen fit. Arithmetic is float32 (where the
+features are); the reported refit gradient is checked in float64 and polished there if needed.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +33,9 @@ from evalbench.features.artifact import Features
 from evalbench.protocols.base import PROBES, ProbeResult
 
 Params = tuple[torch.Tensor, torch.Tensor]  # W (D, C), b (C,)
+SAMPLE_ROWS = 8192  # rows of the preconditioner's Hessian (all rows below this)
+FULL_HESSIAN_MAX = 3072  # C * (D + 1) above this: per-class Hessian blocks (the full one would not fit)
+REBUILD_AFTER_CG = 30  # rebuild the preconditioner when a Newton step needed more CG steps than this
 
 
 def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
@@ -34,26 +48,196 @@ def objective(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor
     return F.cross_entropy(x @ w + b, y) + 0.5 * l2 * (w * w).sum()
 
 
+class LogReg:
+    """The data in the solver's layout. Parameters theta (C, D + 1): [W^T | b].
+
+    X (N, D + 1) with a ones column and its transpose XT are both kept: theta @ XT and
+    R @ X are the two fast GEMM layouts for (C, N) logits and (C, D + 1) gradients.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int):
+        self.n, self.c = len(x), num_classes
+        self.X = torch.cat([x, x.new_ones(len(x), 1)], 1).contiguous()  # (N, D1)
+        self.XT = self.X.T.contiguous()  # (D1, N)
+        self.Y = x.new_zeros(num_classes, len(x)).scatter_(0, y[None].to(x.device), 1.0)  # one-hot (C, N)
+        self.d1 = self.X.shape[1]
+
+    def double(self) -> "LogReg":
+        """The same problem in float64 (made once, on demand)."""
+        if getattr(self, "_double", None) is None:
+            self._double = LogReg(self.X[:, :-1].double(), self.Y.argmax(0), self.c)
+        return self._double
+
+    def loss_grad(self, theta: torch.Tensor, l2: float) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """Objective (summed in float64), gradient (C, D1) and softmax probabilities P (C, N)."""
+        logits = theta @ self.XT  # (C, N)
+        lse = torch.logsumexp(logits, 0)
+        P = torch.exp(logits - lse)
+        w = theta[:, :-1]
+        f = (lse.double().sum() - (logits * self.Y).sum(0).double().sum()) / self.n + 0.5 * l2 * float((w.double() ** 2).sum())
+        G = (P - self.Y) @ self.X / self.n
+        G[:, :-1] += l2 * w
+        return float(f), G, P
+
+    def hess_vec(self, P: torch.Tensor, V: torch.Tensor, l2: float) -> torch.Tensor:
+        """H V: per row, (diag(p) - p p^T) (V x); then X^T; plus l2 on the weights."""
+        R = P * (V @ self.XT)  # (C, N)
+        R -= P * R.sum(0, keepdim=True)
+        out = R @ self.X / self.n
+        out[:, :-1] += l2 * V[:, :-1]
+        return out
+
+
+def sum_zero(theta: torch.Tensor) -> torch.Tensor:
+    """Softmax ignores a shift shared by all classes, and the optimum has none: remove it."""
+    return theta - theta.mean(0, keepdim=True)
+
+
+def sampled_rows(prob: LogReg, P: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and weights (summing to ~1) for the Hessian estimate: all rows, or SAMPLE_ROWS drawn with
+    probability ~ curvature (1 - ||p||^2) * ||x||^2, reweighted to stay unbiased."""
+    if prob.n <= SAMPLE_ROWS:
+        return torch.arange(prob.n, device=P.device), P.new_full((prob.n,), 1.0 / prob.n)
+    q = (1 - (P * P).sum(0)) * (prob.X * prob.X).sum(1) + 1e-12
+    q = q / q.sum()
+    rows = torch.multinomial(q.cpu().double(), SAMPLE_ROWS, replacement=True, generator=gen).to(P.device)
+    return rows, 1.0 / (SAMPLE_ROWS * prob.n * q[rows])
+
+
+def hessian_blocks(Z: torch.Tensor, Pr: torch.Tensor, w: torch.Tensor, a: int, upto: int) -> torch.Tensor:
+    """Blocks (a, b) for b in [a, upto) of sum_r w_r (delta_ab p_a - p_a p_b) z z^T: (D1, upto - a, D1)."""
+    wab = -(w * Pr[:, a])[:, None] * Pr[:, a:upto]  # (m, upto - a)
+    wab[:, 0] += w * Pr[:, a]
+    return (Z.T @ (Z[:, None, :] * wab[:, :, None]).reshape(len(Z), -1)).reshape(Z.shape[1], upto - a, Z.shape[1])
+
+
+def cholesky(H: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor, with a small ridge if rounding made H indefinite (it is only a preconditioner)."""
+    ridge = 0.0
+    while True:
+        L, info = torch.linalg.cholesky_ex(H + ridge * torch.eye(H.shape[-1], dtype=H.dtype, device=H.device))
+        if not bool((info != 0).any()):
+            return L
+        ridge = max(10 * ridge, 1e-10 * float(H.diagonal(dim1=-2, dim2=-1).abs().max()))
+
+
+def preconditioner(prob: LogReg, P: torch.Tensor, l2: float, gen: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+    """M^-1 for CG: the inverse of the sampled Hessian (float64), on the sum-zero subspace.
+
+    The Hessian's null directions (a shift shared by all classes) get an identity block (the
+    projector onto them), so M is definite; CG never leaves the sum-zero subspace.
+    """
+    c, d1 = prob.c, prob.d1
+    rows, w = sampled_rows(prob, P, gen)
+    Z, Pr, w = prob.X[rows], P[:, rows].T, w.to(P.dtype)
+    pen = torch.full((c, d1), l2, dtype=torch.float64, device=P.device)
+    pen[:, -1] = 0.0
+    if c * d1 <= FULL_HESSIAN_MAX:  # full (C D1)^2 Hessian: every class-class coupling
+        H = torch.zeros(c, d1, c, d1, dtype=torch.float64, device=P.device)
+        for a in range(c):
+            B = hessian_blocks(Z, Pr, w, a, c).double()
+            H[a, :, a:, :] = B
+            H[a + 1:, :, a, :] = B[:, 1:, :].permute(1, 2, 0)
+        H = H.reshape(c * d1, c * d1) + torch.diag(pen.reshape(-1))
+        H += torch.kron(torch.full((c, c), 1.0 / c, dtype=H.dtype, device=H.device), torch.eye(d1, dtype=H.dtype, device=H.device))
+        L = cholesky(H)
+        return lambda r: sum_zero(torch.cholesky_solve(r.double().reshape(-1, 1), L).reshape(r.shape).to(r.dtype))
+    blocks = torch.stack([hessian_blocks(Z, Pr, w, a, a + 1)[:, 0, :].double() for a in range(c)])  # (C, D1, D1)
+    blocks = blocks + torch.diag_embed(pen) + 1e-12 * torch.eye(d1, dtype=torch.float64, device=P.device)
+    L = cholesky(blocks)
+    return lambda r: sum_zero(torch.cholesky_solve(r.double()[:, :, None], L)[:, :, 0].to(r.dtype))
+
+
+def conjugate_gradient(prob: LogReg, P: torch.Tensor, g: torch.Tensor, l2: float, precond: Callable[[torch.Tensor], torch.Tensor],
+                       *, floor: float, max_steps: int = 100) -> tuple[torch.Tensor, int]:
+    """Approximate Newton direction: H d = -g to a relative residual min(0.5, sqrt|g|) (superlinear
+    convergence), or to the absolute residual floor (below the tolerance the fit needs: no further)."""
+    b = -sum_zero(g)
+    d, r = torch.zeros_like(b), b.clone()
+    z = precond(r)
+    p, rz = z.clone(), (r * z).sum()
+    target = max(min(0.5, float(b.norm()) ** 0.5) * float(b.norm()), floor)
+    for step in range(1, max_steps + 1):
+        Hp = prob.hess_vec(P, p, l2)
+        curv = (p * Hp).sum()
+        if curv <= 0:  # rounding: stop with what we have
+            break
+        alpha = rz / curv
+        d += alpha * p
+        r -= alpha * Hp
+        if float(r.norm()) <= target:
+            break
+        z = precond(r)
+        rz, rz_old = (r * z).sum(), rz
+        p = z + (rz / rz_old) * p
+    return (d if d.abs().sum() > 0 else b), step
+
+
+def newton(prob: LogReg, theta: torch.Tensor, l2: float, *, tol: float, max_iter: int,
+           gen: torch.Generator) -> tuple[torch.Tensor, float, int]:
+    """Newton-CG with a backtracking (Armijo) line search, until max|grad| <= tol or max_iter steps.
+
+    Returns (theta, max|grad|, Newton steps). A step is also accepted when it lowers max|grad|
+    without raising the objective beyond rounding: near the optimum, float32 cannot resolve the
+    objective's decrease but still the gradient's.
+    The preconditioner is rebuilt when CG needed many steps or the line search had to backtrack;
+    the loop stops early only when even a fresh one gives no progress (the precision's floor).
+    """
+    theta = sum_zero(theta)
+    f, G, P = prob.loss_grad(theta, l2)
+    gmax, precond, fresh, it = float(G.abs().max()), None, False, 0
+    rounding = 10 * torch.finfo(theta.dtype).eps  # relative noise of the objective's per-row terms
+    while gmax > tol and it < max_iter:
+        it += 1
+        if precond is None:
+            precond, fresh = preconditioner(prob, P, l2, gen), True
+        d, cg_steps = conjugate_gradient(prob, P, G, l2, precond, floor=0.1 * tol)
+        slope, step = float((G * d).sum()), 1.0
+        while True:
+            f2, G2, P2 = prob.loss_grad(theta + step * d, l2)
+            g2 = float(G2.abs().max())
+            ok = f2 <= f + 1e-4 * step * slope or (g2 < gmax and f2 <= f + rounding * abs(f))
+            if ok or step < 1e-4:
+                break
+            step *= 0.5
+        if not ok:  # no progress along this direction
+            if fresh:
+                break
+            precond = None
+            continue
+        theta, f, G, P, gmax = theta + step * d, f2, G2, P2, g2
+        if cg_steps > REBUILD_AFTER_CG or step < 1.0:
+            precond = None
+        fresh = False
+    return theta, gmax, it
+
+
+def to_theta(params: Params) -> torch.Tensor:
+    return torch.cat([params[0].T, params[1][:, None]], 1)
+
+
+def from_theta(theta: torch.Tensor) -> Params:
+    return theta[:, :-1].T.contiguous(), theta[:, -1].contiguous()
+
+
+def solve(prob: LogReg, *, l2: float, max_iter: int, tol: float, init: Optional[Params]) -> tuple[Params, float]:
+    """Minimise ``objective`` on prob to max|grad| <= tol (at most max_iter Newton steps): (W, b), max|grad|."""
+    theta = to_theta(init).to(prob.X.dtype) if init else prob.X.new_zeros(prob.c, prob.d1)
+    gen = torch.Generator().manual_seed(0)  # the preconditioner's rows: the fit stays deterministic
+    theta, gmax, it = newton(prob, theta, l2, tol=tol, max_iter=max_iter, gen=gen)
+    if gmax > tol and it < max_iter and prob.X.dtype != torch.float64:  # float32's floor: finish in float64
+        theta, gmax, _ = newton(prob.double(), theta.double(), l2, tol=tol, max_iter=max_iter - it, gen=gen)
+    return from_theta(theta.to(prob.X.dtype)), gmax
+
+
 def fit_logreg(x: torch.Tensor, y: torch.Tensor, *, l2: float, num_classes: int, max_iter: int,
-               init: Optional[Params] = None) -> Params:
-    """Full-batch L-BFGS (strong Wolfe line search) on the regularised multinomial loss."""
-    w = (init[0].clone() if init else x.new_zeros(x.shape[1], num_classes)).requires_grad_(True)
-    b = (init[1].clone() if init else x.new_zeros(num_classes)).requires_grad_(True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-7, tolerance_change=1e-10)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = objective(w, b, x, y, l2=l2)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach(), b.detach()
+               init: Optional[Params] = None, tol: float = 1e-6) -> Params:
+    """Minimise ``objective`` on (x, y) to max|grad| <= tol, from init (warm start) or zero."""
+    return solve(LogReg(x, y, num_classes), l2=l2, max_iter=max_iter, tol=tol, init=init)[0]
 
 
 def grad_norm(params: Params, x: torch.Tensor, y: torch.Tensor, *, l2: float) -> float:
-    """Max-abs gradient of the objective at params: ~0 when L-BFGS converged (a record of it)."""
+    """Max-abs gradient of the objective at params: ~0 when the fit converged (a record of it)."""
     w, b = (p.clone().requires_grad_(True) for p in params)
     gw, gb = torch.autograd.grad(objective(w, b, x, y, l2=l2), (w, b))
     return float(torch.cat([gw.flatten(), gb]).abs().max())
@@ -64,30 +248,36 @@ def accuracy(params: Params, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def select_l2(x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
-              grid: list[float], num_classes: int, max_iter: int) -> tuple[float, dict[float, float], Params]:
-    """Val top-1 for each l2, strongest first with warm starts; best l2 (ties: stronger) and its fit."""
+              grid: list[float], num_classes: int, max_iter: int, tol: float = 1e-6
+              ) -> tuple[float, dict[float, float], Params, float]:
+    """Val top-1 for each l2, strongest first with warm starts; best l2 (ties: stronger), its fit, and
+    the largest max|grad| over the grid's fits."""
+    prob = LogReg(x_tr, y_tr, num_classes)
     curve: dict[float, float] = {}
     fits: dict[float, Params] = {}
     params: Optional[Params] = None
+    worst = 0.0
     for l2 in sorted(grid, reverse=True):
-        params = fits[l2] = fit_logreg(x_tr, y_tr, l2=l2, num_classes=num_classes, max_iter=max_iter, init=params)
-        curve[l2] = accuracy(params, x_val, y_val)
+        params, gmax = solve(prob, l2=l2, max_iter=max_iter, tol=tol, init=params)
+        fits[l2], curve[l2], worst = params, accuracy(params, x_val, y_val), max(worst, gmax)
     best = max(curve.values())
     chosen = max(l2 for l2, acc in curve.items() if acc == best)
-    return chosen, curve, fits[chosen]
+    return chosen, curve, fits[chosen], worst
 
 
 @PROBES.register("linear")
 def linear_probe(features: Features, *, params: dict, seed: int, device: torch.device) -> ProbeResult:
     (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = (features.tensors(s, device=device) for s in ("train", "val", "test"))
     grid = [float(v) for v in params["l2_grid"]]
-    max_iter, c = int(params["max_iter"]), features.num_classes
+    max_iter, tol, c = int(params["max_iter"]), float(params.get("tol", 1e-6)), features.num_classes
     xs_tr, xs_val = standardise(x_tr, x_val)  # selection statistics: train only
-    l2, curve, chosen_fit = select_l2(xs_tr, y_tr, xs_val, y_val, grid=grid, num_classes=c, max_iter=max_iter)
+    l2, curve, chosen_fit, grid_grad = select_l2(xs_tr, y_tr, xs_val, y_val, grid=grid, num_classes=c,
+                                                 max_iter=max_iter, tol=tol)
     x_all, x_test = standardise(torch.cat([x_tr, x_val]), x_test)  # refit statistics: train + val
     y_all = torch.cat([y_tr, y_val])
-    final = fit_logreg(x_all, y_all, l2=l2, num_classes=c, max_iter=max_iter, init=chosen_fit)  # warm start
+    final = fit_logreg(x_all, y_all, l2=l2, num_classes=c, max_iter=max_iter, init=chosen_fit, tol=tol)
+    refit_grad = grad_norm(tuple(p.double() for p in final), x_all.double(), y_all, l2=l2)  # checked in float64
     details = {"l2": l2, "val_top1": curve[l2], "l2_at_grid_edge": l2 in (min(grid), max(grid)),
-               "refit_grad_max": grad_norm(final, x_all, y_all, l2=l2),
+               "refit_grad_max": refit_grad, "grid_grad_max": grid_grad,
                "val_curve": {f"{k:g}": v for k, v in sorted(curve.items())}}
     return ProbeResult({"top1": accuracy(final, x_test, y_test)}, details)

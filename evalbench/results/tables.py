@@ -74,12 +74,18 @@ def _cell(mean: float, std: float, n: int, *, metric: str) -> str:
 
 
 def knob_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """Method and the pretraining knobs that differ between the rows (DESIGN.md §5), one row per checkpoint."""
+    """The method, and the pretraining knobs that differ between rows of the same method (DESIGN.md §5):
+    one row per checkpoint. Knobs that differ only because the methods differ are not repeated."""
     per_row = df.drop_duplicates("checkpoint").set_index("checkpoint")["knobs"]
     if not any(per_row):
         return pd.DataFrame(index=per_row.index)
-    keys = list(dict.fromkeys(k for kn in per_row for k in kn))
-    varying = [k for k in keys if k == "method" or len({repr(kn.get(k)) for kn in per_row if kn}) > 1]
+    by_method: dict[str, list[dict]] = {}
+    for kn in per_row:
+        if kn:
+            by_method.setdefault(str(kn.get("method")), []).append(kn)
+    keys = list(dict.fromkeys(k for kn in per_row for k in kn if k != "method"))
+    varying = ["method"] + [k for k in keys if any(len({repr(kn.get(k)) for kn in group}) > 1
+                                                   for group in by_method.values())]
     return pd.DataFrame({k: [("–" if not kn else str(kn.get(k, "–"))) for kn in per_row] for k in varying},
                         index=per_row.index)
 

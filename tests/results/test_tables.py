@@ -29,3 +29,28 @@ def test_table__two_param_sets_of_one_protocol_get_two_columns():
 
 def test_table__random_init_rows_are_labelled():
     assert "a (random init)" in render_table([_rec("a", 0.9, random_init=True)], fmt="github")
+
+
+def _pre(name, method, knobs, value=0.9):
+    r = _rec(name, value)
+    r["checkpoint"]["meta"] = {"pretrain": {"method": method, "knobs": knobs}}
+    return r
+
+
+def test_table__pretraining_knobs_that_vary_within_a_method_become_columns():
+    recs = [_pre("a", "simclr", {"loss.temperature": 0.1, "batch_size": 64}),
+            _pre("b", "simclr", {"loss.temperature": 0.5, "batch_size": 64}),
+            _pre("c", "byol", {"ema.momentum": 0.99, "batch_size": 64}), _rec("d", 0.5)]
+    csv = render_table(recs, fmt="csv")
+    header = csv.splitlines()[0].split(",")
+    assert header[:3] == ["checkpoint", "method", "loss.temperature"] and "ema.momentum" not in header
+    assert "a,simclr,0.1," in csv and "c,byol,–," in csv and "d,–,–," in csv
+
+
+def test_table__collapsed_features_are_flagged_on_the_row_and_diagnostics_are_not_percent():
+    diag = _rec("a", 0.0)
+    diag["protocol"] = {"name": "diagnostics", "version": 1, "params": {}}
+    diag["metrics"] = {"collapse_std": 0.01234, "collapsed": 1.0}
+    csv = render_table([_rec("a", 0.9), diag, _rec("b", 0.8)], fmt="csv")
+    assert "a [COLLAPSED on digits],0.0123,90.0" in csv
+    assert "collapsed" not in csv.splitlines()[0] and csv.count("COLLAPSED") == 1
