@@ -37,7 +37,7 @@ AUG = {"crop": {"enabled": True, "scale": [0.2, 1.0]},
        "color_jitter": {"enabled": True, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "p": 0.8},
        "grayscale": {"enabled": True, "p": 0.2}, "blur": {"enabled": False}, "flip": {"enabled": True, "p": 0.5},
        "rotation": {"enabled": False}}
-HEAD = {"kind": "mlp", "hidden_dim": 256, "out_dim": 64, "depth": 2}
+HEAD = {"kind": "mlp", "hidden_dim": 256, "out_dim": 64, "depth": 2, "bn_out": False}
 EXTRA = {"simclr": {"loss": {"temperature": 0.5}},
          "moco": {"loss": {"temperature": 0.2}, "queue": {"size": 1024}, "ema": {"momentum": 0.99, "schedule": "constant"}},
          "byol": {"predictor": {"enabled": True, "hidden_dim": 256}, "ema": {"momentum": 0.99, "schedule": "constant"}},

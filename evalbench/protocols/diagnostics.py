@@ -27,8 +27,10 @@ nothing is fitted or chosen here, so no split is held out, and pooling gives sma
   of the raw features is <= ``constant_tol`` x their RMS (all-zero features count), i.e. the
   output does not depend on the input; or (b) ``collapse_std`` < ``collapse_std_threshold``:
   almost all of the normalised features' energy is one shared direction (near-collapse; a
-  heuristic threshold, see protocols/diagnostics.yaml: timm:resnet18 with random weights at
-  32 px sees only the top-left 6x6 pixels, background on digits/MNIST, and scores 0.003-0.045).
+  heuristic threshold, see protocols/diagnostics.yaml; it flags clear collapse only: ReLU features
+  of an informative random-init CNN sit in a cone and score 0.05-0.15, timm:resnet18 with random
+  weights at 32 px sees only the top-left 6x6 pixels, background on digits/MNIST, and scores
+  0.003-0.045, flagged where it is 0.003).
   The effective rank is not part of it: it is scale-free (identical features plus float noise
   have a high one) and a clean two-cluster representation legitimately has one near 1.
 """

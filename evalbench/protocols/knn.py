@@ -5,34 +5,72 @@ Wu et al. 2018, "Unsupervised Feature Learning via Non-Parametric Instance Discr
 facebookresearch/dino `eval_knn.py::knn_classifier`. Features are L2-normalised, similarity
 is cosine, and each of the k nearest bank items votes for its label with weight exp(sim / T).
 The bank is train + val (k-NN has no hyperparameter to choose on val); queries are test.
+
+Search is exact. On CPU it uses faiss's ``IndexFlatIP`` (Johnson et al. 2019, "Billion-scale
+similarity search with GPUs"; blocked BLAS inner products + per-query heaps) when faiss is
+installed, with the thread count torch has; otherwise (and on GPU) a torch path: one GEMM of a
+block of queries against the whole bank, then ``topk``. Both give the same neighbours up to
+float32 ties (items whose similarities differ by rounding).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from evalbench.core.errors import ConfigError
 from evalbench.features.artifact import Features
 from evalbench.protocols.base import PROBES, ProbeResult
 
+try:  # optional engine: the field's exact-search library
+    import faiss
+except ImportError:  # pragma: no cover - exercised where faiss is not installed
+    faiss = None
 
-def chunked_topk(queries: torch.Tensor, bank: torch.Tensor, k: int, *, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k cosine similarities of each query over the bank, touching at most chunk x chunk at once.
+
+class BankTooSmallError(ConfigError):
+    """A k-NN setting asks for more neighbours than the bank holds (no silent clamping: DESIGN.md §7.3)."""
+
+
+def check_k(k: int, bank_size: int) -> None:
+    if k > bank_size:
+        raise BankTooSmallError(
+            f"k-NN asks for k={k} neighbours but the bank (train + val) holds only {bank_size} items; "
+            f"lower k to at most {bank_size} in the protocol's `settings`, or use a task with more training data")
+
+
+def torch_topk(queries: torch.Tensor, bank: torch.Tensor, k: int, *, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k cosine similarities of each query over the bank, at most chunk x chunk similarities at once.
 
     Both inputs L2-normalised. Returns (sims, idx), each (Q, k), sorted descending.
     """
+    block = max(1, chunk * chunk // max(1, len(bank)))  # queries per GEMM against the whole bank
     out_v, out_i = [], []
-    for qs in range(0, len(queries), chunk):
-        q = queries[qs : qs + chunk]
-        best_v = q.new_full((len(q), 0), float("-inf"))
-        best_i = torch.zeros((len(q), 0), dtype=torch.long, device=q.device)
-        for bs in range(0, len(bank), chunk):
-            sim = q @ bank[bs : bs + chunk].T  # (B, C) cosine
-            v, i = sim.topk(min(k, sim.shape[1]), dim=1)
-            best_v, pos = torch.cat([best_v, v], 1).topk(min(k, best_v.shape[1] + v.shape[1]), dim=1)
-            best_i = torch.cat([best_i, i + bs], 1).gather(1, pos)  # running top-k merge
-        out_v.append(best_v)
-        out_i.append(best_i)
+    for qs in range(0, len(queries), block):
+        v, i = (queries[qs : qs + block] @ bank.T).topk(k, dim=1)  # (B, N) cosine -> (B, k)
+        out_v.append(v)
+        out_i.append(i)
     return torch.cat(out_v), torch.cat(out_i)
+
+
+def faiss_topk(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same search with faiss (CPU), using as many threads as torch does."""
+    index = faiss.IndexFlatIP(bank.shape[1])
+    index.add(bank.contiguous().numpy())
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    try:
+        sims, idx = index.search(queries.contiguous().numpy(), k)
+    finally:
+        faiss.omp_set_num_threads(before)
+    return torch.from_numpy(sims), torch.from_numpy(idx)
+
+
+def search(queries: torch.Tensor, bank: torch.Tensor, k: int, *, chunk: int, engine: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k inner products: faiss on CPU where installed (engine "auto" or "faiss"), else torch."""
+    check_k(k, len(bank))
+    if engine == "faiss" or (engine == "auto" and faiss is not None and queries.device.type == "cpu"):
+        return faiss_topk(queries, bank, k)
+    return torch_topk(queries, bank, k, chunk=chunk)
 
 
 def weighted_vote(sims: torch.Tensor, labels: torch.Tensor, *, T: float, num_classes: int) -> torch.Tensor:
@@ -42,17 +80,19 @@ def weighted_vote(sims: torch.Tensor, labels: torch.Tensor, *, T: float, num_cla
 
 
 def knn_predict(bank_x: torch.Tensor, bank_y: torch.Tensor, query_x: torch.Tensor, *, settings: list[dict],
-                num_classes: int, chunk: int = 4096) -> dict[tuple[int, float], torch.Tensor]:
-    """Predictions for every (k, T) setting from one top-k pass with the largest k."""
+                num_classes: int, chunk: int = 4096, engine: str = "auto") -> dict[tuple[int, float], torch.Tensor]:
+    """Predictions for every (k, T) setting from one top-k search with the largest k."""
     bank = F.normalize(bank_x.float(), dim=1)
     query = F.normalize(query_x.float(), dim=1)
-    k_max = min(max(int(s["k"]) for s in settings), len(bank))
-    sims, idx = chunked_topk(query, bank, k_max, chunk=chunk)  # sorted, so [:, :k] is the top-k
+    for s in settings:
+        check_k(int(s["k"]), len(bank))
+    sims, idx = search(query, bank, max(int(s["k"]) for s in settings), chunk=chunk, engine=engine)
+    sims, idx = sims.to(query.device), idx.to(query.device)  # sorted, so [:, :k] is the top-k
     preds = {}
     for s in settings:
-        k = min(int(s["k"]), len(bank))
+        k = int(s["k"])
         scores = weighted_vote(sims[:, :k], bank_y[idx[:, :k]], T=float(s["T"]), num_classes=num_classes)
-        preds[(int(s["k"]), float(s["T"]))] = scores.argmax(dim=1)
+        preds[(k, float(s["T"]))] = scores.argmax(dim=1)
     return preds
 
 
@@ -67,4 +107,5 @@ def knn_probe(features: Features, *, params: dict, seed: int, device: torch.devi
     preds = knn_predict(bank_x, bank_y, test_x, settings=params["settings"], num_classes=features.num_classes,
                         chunk=int(params["chunk_size"]))
     metrics = {metric_name(k, T): float((p == test_y).float().mean()) for (k, T), p in preds.items()}
-    return ProbeResult(metrics, {"bank_size": len(bank_x), "queries": len(test_x)})
+    engine = "faiss" if faiss is not None and device.type == "cpu" else "torch"
+    return ProbeResult(metrics, {"bank_size": len(bank_x), "queries": len(test_x), "search": engine})

@@ -13,6 +13,7 @@ from evalbench.results.record import Record
 from evalbench.results.tables import FORMATS
 
 DIAGNOSTIC_FLAG = "collapsed"
+FAILED = "(failed)"  # the pseudo-column of a failed record
 
 
 def ablation_frame(records: Iterable[Record], *, sweep: Optional[str] = None) -> pd.DataFrame:
@@ -20,13 +21,19 @@ def ablation_frame(records: Iterable[Record], *, sweep: Optional[str] = None) ->
     rows = []
     for r in records:
         s = r.checkpoint.get("meta", {}).get("sweep")
-        if not r.ok or not s or (sweep and s.get("name") != sweep):
+        if not s or (sweep and s.get("name") != sweep):
+            continue
+        if not r.ok:  # a failed point keeps its row, marked with the failure
+            rows.append({"point": -1 if s["point"] is None else s["point"], "label": s["label"], "base": s["base"],
+                         "overrides": s["overrides"], "seed": s["seed"], "column": FAILED,
+                         "value": float("nan"), "error": (r.error or "")})
             continue
         for metric, value in r.metrics.items():
             rows.append({"point": -1 if s["point"] is None else s["point"], "label": s["label"], "base": s["base"],
                          "overrides": s["overrides"], "seed": s["seed"],
-                         "column": f"{r.task['name']} / {r.protocol['name']} {metric}", "value": float(value)})
-    return pd.DataFrame(rows, columns=["point", "label", "base", "overrides", "seed", "column", "value"])
+                         "column": f"{r.task['name']} / {r.protocol['name']} {metric}", "value": float(value),
+                         "error": None})
+    return pd.DataFrame(rows, columns=["point", "label", "base", "overrides", "seed", "column", "value", "error"])
 
 
 def _cell(mean: float, std: float, n: int, *, percent: bool) -> str:
@@ -42,14 +49,18 @@ def _is_percent(column: str) -> bool:
 def render_ablation(records: Iterable[Record], *, fmt: str = "github", sweep: Optional[str] = None) -> str:
     df = ablation_frame(records, sweep=sweep)
     if df.empty:
-        return "(no ok records of a sweep)"
+        return "(no records of a sweep)"
+    failures = df[df["column"] == FAILED].groupby("point")["error"].first()
+    df = pd.concat([df[df["column"] != FAILED], df[(df["column"] == FAILED) & ~df["point"].isin(
+        df.loc[df["column"] != FAILED, "point"])]])
     varying = sorted({k for o in df["overrides"] for k in o})  # the knobs the grid sets
     agg = df.groupby(["point", "column"])["value"].agg(["mean", "std", "count"]).reset_index()
     base_points = df.loc[df["base"], "point"].unique()
     base = agg[agg["point"] == base_points[0]].set_index("column")["mean"] if len(base_points) else None
     points = df.drop_duplicates("point").set_index("point").sort_index()
     # grouped by task, then protocol; metrics in the order the probe reported them (a stable sort)
-    columns = sorted(dict.fromkeys(df["column"]), key=lambda c: (c.split(" / ")[0], c.split(" / ")[1].split(" ")[0]))
+    columns = sorted((c for c in dict.fromkeys(df["column"]) if c != FAILED),
+                     key=lambda c: (c.split(" / ")[0], c.split(" / ")[1].split(" ")[0]))
     table = []
     for point, info in points.iterrows():
         row = {"point": "random init" if point == -1 else f"p{point}" + (" (base)" if info["base"] else "")}
@@ -67,6 +78,9 @@ def render_ablation(records: Iterable[Record], *, fmt: str = "github", sweep: Op
         flags = [c for c in columns if c.endswith(f" {DIAGNOSTIC_FLAG}") and c in cells.index and cells.loc[c, "mean"] > 0]
         if flags:
             row["point"] += " [collapsed]"
+        if point in failures.index:
+            parts = str(failures[point]).split(": ")  # "<kind> failed: <ErrorType>: <message>"
+            row["point"] += f" [failed: {parts[1] if len(parts) > 1 else parts[0]}]"
         table.append(row)
     frame = pd.DataFrame(table)
     tablefmt = FORMATS.get(fmt)

@@ -80,3 +80,15 @@ def test_sweep__runs_end_to_end_prints_the_ablation_table_and_resumes(tmp_path, 
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "0 to run in 0 stages" in err and "3 already stored" in err  # nothing retrained, nothing re-evaluated
+
+
+def test_sweep__a_diverging_point_fails_with_its_epoch_and_the_others_complete(tmp_path, capsys):
+    grid = write(tmp_path / "g.yaml", name="nan", base=BASE, evaluate=EVAL,
+                 points=[{"optimizer.name": "sgd", "optimizer.lr": 1.0e30, "optimizer.momentum": 0.0}])
+    args = ["sweep", str(grid), "--results", str(tmp_path / "res"), "--executor", "local", "--format", "csv"]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert "3 evaluations: 2 ran ok" in err and "1 failed" in err
+    assert "PretrainDiverged" in err and "epoch 1" in err and "last finite epoch loss" in err
+    assert out.splitlines()[0].startswith("point,optimizer.lr,optimizer.momentum,optimizer.name,digits / knn")
+    assert "\np0 (base),base,base,base,9" in out and "\np1 [failed: PretrainDiverged],1e+30,0.0,sgd,–,–" in out
