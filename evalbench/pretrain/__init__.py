@@ -1,1 +1,1 @@
-"""Training encoders: the supervised reference now; SimCLR, MoCo, BYOL, SimSiam next (DESIGN.md §5)."""
+"""Training encoders (DESIGN.md §5): SimCLR, MoCo v2, BYOL, SimSiam and the supervised reference, from small parts."""

@@ -113,39 +113,53 @@ def hessian_blocks(Z: torch.Tensor, Pr: torch.Tensor, w: torch.Tensor, a: int, u
 
 def cholesky(H: torch.Tensor) -> torch.Tensor:
     """Cholesky factor, with a small ridge if rounding made H indefinite (it is only a preconditioner)."""
-    ridge = 0.0
-    while True:
+    L, info = torch.linalg.cholesky_ex(H)
+    ridge = 1e-10 * float(H.diagonal(dim1=-2, dim2=-1).abs().max())
+    while bool((info != 0).any()):
         L, info = torch.linalg.cholesky_ex(H + ridge * torch.eye(H.shape[-1], dtype=H.dtype, device=H.device))
-        if not bool((info != 0).any()):
-            return L
-        ridge = max(10 * ridge, 1e-10 * float(H.diagonal(dim1=-2, dim2=-1).abs().max()))
+        ridge *= 10
+    return L
 
 
-def preconditioner(prob: LogReg, P: torch.Tensor, l2: float, gen: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
+class Preconditioner:
     """M^-1 for CG: the inverse of the sampled Hessian (float64), on the sum-zero subspace.
 
-    The Hessian's null directions (a shift shared by all classes) get an identity block (the
-    projector onto them), so M is definite; CG never leaves the sum-zero subspace.
+    The data part is built once from P (importance-sampled rows); ``factor(l2)`` adds the penalty
+    and factors, so a fit that starts where the previous grid value ended (same P) reuses the
+    data part and pays only the Cholesky. Full (C D1)^2 Hessian while C (D + 1) <= FULL_HESSIAN_MAX
+    (every class-class coupling), else per-class (D1, D1) blocks. The Hessian's null directions
+    (a shift shared by all classes) get an identity block, so M is definite.
     """
-    c, d1 = prob.c, prob.d1
-    rows, w = sampled_rows(prob, P, gen)
-    Z, Pr, w = prob.X[rows], P[:, rows].T, w.to(P.dtype)
-    pen = torch.full((c, d1), l2, dtype=torch.float64, device=P.device)
-    pen[:, -1] = 0.0
-    if c * d1 <= FULL_HESSIAN_MAX:  # full (C D1)^2 Hessian: every class-class coupling
-        H = torch.zeros(c, d1, c, d1, dtype=torch.float64, device=P.device)
-        for a in range(c):
-            B = hessian_blocks(Z, Pr, w, a, c).double()
-            H[a, :, a:, :] = B
-            H[a + 1:, :, a, :] = B[:, 1:, :].permute(1, 2, 0)
-        H = H.reshape(c * d1, c * d1) + torch.diag(pen.reshape(-1))
-        H += torch.kron(torch.full((c, c), 1.0 / c, dtype=H.dtype, device=H.device), torch.eye(d1, dtype=H.dtype, device=H.device))
-        L = cholesky(H)
-        return lambda r: sum_zero(torch.cholesky_solve(r.double().reshape(-1, 1), L).reshape(r.shape).to(r.dtype))
-    blocks = torch.stack([hessian_blocks(Z, Pr, w, a, a + 1)[:, 0, :].double() for a in range(c)])  # (C, D1, D1)
-    blocks = blocks + torch.diag_embed(pen) + 1e-12 * torch.eye(d1, dtype=torch.float64, device=P.device)
-    L = cholesky(blocks)
-    return lambda r: sum_zero(torch.cholesky_solve(r.double()[:, :, None], L)[:, :, 0].to(r.dtype))
+
+    def __init__(self, prob: LogReg, P: torch.Tensor, gen: torch.Generator):
+        c, d1 = prob.c, prob.d1
+        rows, w = sampled_rows(prob, P, gen)
+        Z, Pr, w = prob.X[rows], P[:, rows].T, w.to(P.dtype)
+        self.full, self.l2, self.shape = c * d1 <= FULL_HESSIAN_MAX, None, (c, d1)
+        if self.full:
+            H = torch.zeros(c, d1, c, d1, dtype=torch.float64, device=P.device)
+            for a in range(c):
+                B = hessian_blocks(Z, Pr, w, a, c).double()
+                H[a, :, a:, :] = B
+                H[a + 1:, :, a, :] = B[:, 1:, :].permute(1, 2, 0)
+            H.diagonal(dim1=1, dim2=3).add_(1.0 / c)  # + (1 1^T / C) kron I: the null directions
+            self.data = H.reshape(c * d1, c * d1)
+        else:
+            self.data = torch.stack([hessian_blocks(Z, Pr, w, a, a + 1)[:, 0, :].double() for a in range(c)])
+            self.data += 1e-12 * torch.eye(d1, dtype=torch.float64, device=P.device)  # (C, D1, D1)
+
+    def factor(self, l2: float) -> "Preconditioner":
+        if l2 != self.l2:
+            pen = torch.full(self.shape, l2, dtype=torch.float64, device=self.data.device)
+            pen[:, -1] = 0.0  # the bias is unpenalised
+            self.L = cholesky(self.data + (torch.diag(pen.reshape(-1)) if self.full else torch.diag_embed(pen)))
+            self.l2 = l2
+        return self
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        if self.full:
+            return sum_zero(torch.cholesky_solve(r.double().reshape(-1, 1), self.L).reshape(r.shape).to(r.dtype))
+        return sum_zero(torch.cholesky_solve(r.double()[:, :, None], self.L)[:, :, 0].to(r.dtype))
 
 
 def conjugate_gradient(prob: LogReg, P: torch.Tensor, g: torch.Tensor, l2: float, precond: Callable[[torch.Tensor], torch.Tensor],
@@ -173,25 +187,25 @@ def conjugate_gradient(prob: LogReg, P: torch.Tensor, g: torch.Tensor, l2: float
     return (d if d.abs().sum() > 0 else b), step
 
 
-def newton(prob: LogReg, theta: torch.Tensor, l2: float, *, tol: float, max_iter: int,
-           gen: torch.Generator) -> tuple[torch.Tensor, float, int]:
+def newton(prob: LogReg, theta: torch.Tensor, l2: float, *, tol: float, max_iter: int, gen: torch.Generator,
+           precond: Optional[Preconditioner] = None) -> tuple[torch.Tensor, float, int, Optional[Preconditioner]]:
     """Newton-CG with a backtracking (Armijo) line search, until max|grad| <= tol or max_iter steps.
 
-    Returns (theta, max|grad|, Newton steps). A step is also accepted when it lowers max|grad|
-    without raising the objective beyond rounding: near the optimum, float32 cannot resolve the
-    objective's decrease but still the gradient's.
-    The preconditioner is rebuilt when CG needed many steps or the line search had to backtrack;
+    Returns (theta, max|grad|, Newton steps, the last preconditioner: the next grid value starts
+    from it). A step is also accepted when it lowers max|grad| without raising the objective
+    beyond rounding: near the optimum, float32 cannot resolve the objective's decrease but still
+    the gradient's. The preconditioner is rebuilt when CG needed more steps than a build costs;
     the loop stops early only when even a fresh one gives no progress (the precision's floor).
     """
     theta = sum_zero(theta)
     f, G, P = prob.loss_grad(theta, l2)
-    gmax, precond, fresh, it = float(G.abs().max()), None, False, 0
+    gmax, fresh, it = float(G.abs().max()), False, 0
     rounding = 10 * torch.finfo(theta.dtype).eps  # relative noise of the objective's per-row terms
     while gmax > tol and it < max_iter:
         it += 1
         if precond is None:
-            precond, fresh = preconditioner(prob, P, l2, gen), True
-        d, cg_steps = conjugate_gradient(prob, P, G, l2, precond, floor=0.1 * tol)
+            precond, fresh = Preconditioner(prob, P, gen), True
+        d, cg_steps = conjugate_gradient(prob, P, G, l2, precond.factor(l2), floor=0.1 * tol)
         slope, step = float((G * d).sum()), 1.0
         while True:
             f2, G2, P2 = prob.loss_grad(theta + step * d, l2)
@@ -206,10 +220,10 @@ def newton(prob: LogReg, theta: torch.Tensor, l2: float, *, tol: float, max_iter
             precond = None
             continue
         theta, f, G, P, gmax = theta + step * d, f2, G2, P2, g2
-        if cg_steps > REBUILD_AFTER_CG or step < 1.0:
-            precond = None
         fresh = False
-    return theta, gmax, it
+        if cg_steps > REBUILD_AFTER_CG:
+            precond = None
+    return theta, gmax, it, precond
 
 
 def to_theta(params: Params) -> torch.Tensor:
@@ -220,14 +234,18 @@ def from_theta(theta: torch.Tensor) -> Params:
     return theta[:, :-1].T.contiguous(), theta[:, -1].contiguous()
 
 
-def solve(prob: LogReg, *, l2: float, max_iter: int, tol: float, init: Optional[Params]) -> tuple[Params, float]:
-    """Minimise ``objective`` on prob to max|grad| <= tol (at most max_iter Newton steps): (W, b), max|grad|."""
+def solve(prob: LogReg, *, l2: float, max_iter: int, tol: float, init: Optional[Params],
+          precond: Optional[Preconditioner] = None) -> tuple[Params, float, Optional[Preconditioner]]:
+    """Minimise ``objective`` on prob to max|grad| <= tol (at most max_iter Newton steps).
+
+    Returns (W, b), max|grad| and the last preconditioner (pass it to the next warm-started fit).
+    """
     theta = to_theta(init).to(prob.X.dtype) if init else prob.X.new_zeros(prob.c, prob.d1)
     gen = torch.Generator().manual_seed(0)  # the preconditioner's rows: the fit stays deterministic
-    theta, gmax, it = newton(prob, theta, l2, tol=tol, max_iter=max_iter, gen=gen)
+    theta, gmax, it, precond = newton(prob, theta, l2, tol=tol, max_iter=max_iter, gen=gen, precond=precond)
     if gmax > tol and it < max_iter and prob.X.dtype != torch.float64:  # float32's floor: finish in float64
-        theta, gmax, _ = newton(prob.double(), theta.double(), l2, tol=tol, max_iter=max_iter - it, gen=gen)
-    return from_theta(theta.to(prob.X.dtype)), gmax
+        theta, gmax, _, _ = newton(prob.double(), theta.double(), l2, tol=tol, max_iter=max_iter - it, gen=gen)
+    return from_theta(theta.to(prob.X.dtype)), gmax, precond
 
 
 def fit_logreg(x: torch.Tensor, y: torch.Tensor, *, l2: float, num_classes: int, max_iter: int,
@@ -256,9 +274,9 @@ def select_l2(x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor, y_val
     curve: dict[float, float] = {}
     fits: dict[float, Params] = {}
     params: Optional[Params] = None
-    worst = 0.0
+    worst, precond = 0.0, None
     for l2 in sorted(grid, reverse=True):
-        params, gmax = solve(prob, l2=l2, max_iter=max_iter, tol=tol, init=params)
+        params, gmax, precond = solve(prob, l2=l2, max_iter=max_iter, tol=tol, init=params, precond=precond)
         fits[l2], curve[l2], worst = params, accuracy(params, x_val, y_val), max(worst, gmax)
     best = max(curve.values())
     chosen = max(l2 for l2, acc in curve.items() if acc == best)

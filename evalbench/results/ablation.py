@@ -59,7 +59,7 @@ def render_ablation(records: Iterable[Record], *, fmt: str = "github", sweep: Op
     base = agg[agg["point"] == base_points[0]].set_index("column")["mean"] if len(base_points) else None
     points = df.drop_duplicates("point").set_index("point").sort_index()
     # grouped by task, then protocol; metrics in the order the probe reported them (a stable sort)
-    columns = sorted((c for c in dict.fromkeys(df["column"]) if c != FAILED),
+    columns = sorted((c for c in dict.fromkeys(df["column"]) if c != FAILED and not c.endswith(f" {DIAGNOSTIC_FLAG}")),
                      key=lambda c: (c.split(" / ")[0], c.split(" / ")[1].split(" ")[0]))
     table = []
     for point, info in points.iterrows():
@@ -75,7 +75,7 @@ def render_ablation(records: Iterable[Record], *, fmt: str = "github", sweep: Op
             row[c] = _cell(m, s, n, percent=_is_percent(c))
             if base is not None and c in base.index and not info["base"] and _is_percent(c):
                 row[c] += f" ({100 * (m - base[c]):+.1f})"
-        flags = [c for c in columns if c.endswith(f" {DIAGNOSTIC_FLAG}") and c in cells.index and cells.loc[c, "mean"] > 0]
+        flags = [c for c in cells.index if str(c).endswith(f" {DIAGNOSTIC_FLAG}") and cells.loc[c, "mean"] > 0]
         if flags:
             row["point"] += " [collapsed]"
         if point in failures.index:
