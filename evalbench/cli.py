@@ -20,26 +20,31 @@ def _report_problems(problems: dict[str, str]) -> None:
               file=sys.stderr)
 
 
+def _run_and_report(suite, a: argparse.Namespace, render: Callable[[list], str]) -> int:
+    """Run a suite with the CLI's store/executor options, print this run's table and the summary."""
+    from evalbench.results.store import ArtifactStore, RecordStore
+    from evalbench.run.runner import format_summary, run_suite
+
+    results = RecordStore(Path(a.results))
+    summary = run_suite(suite, results=results, artifacts=ArtifactStore(Path(a.storage or a.results)),
+                        executor=a.executor, address=a.address, num_cpus=a.num_cpus)
+    keys = set(summary.keys)
+    print(render([r for r in results.records() if r.key in keys]))
+    _report_problems(results.problems)
+    print(format_summary(summary), file=sys.stderr)
+    return 0 if summary.success else 1
+
+
 @COMMANDS.register("run")
 def cmd_run(a: argparse.Namespace) -> int:
     from evalbench.default import default_suite
-    from evalbench.results.store import ArtifactStore, RecordStore
     from evalbench.results.tables import render_table
-    from evalbench.run.runner import format_summary, run_suite
     from evalbench.specs.suite import load_suite
 
     suite = load_suite(Path(a.suite)) if a.suite else default_suite()
     if a.amp:
         suite = replace(suite, amp=True)
-    results = RecordStore(Path(a.results))
-    artifacts = ArtifactStore(Path(a.storage or a.results))
-    summary = run_suite(suite, results=results, artifacts=artifacts, executor=a.executor, address=a.address,
-                        num_cpus=a.num_cpus)
-    keys = set(summary.keys)
-    print(render_table((r for r in results.records() if r.key in keys), fmt=a.format))
-    _report_problems(results.problems)
-    print(format_summary(summary), file=sys.stderr)
-    return 0 if summary.success else 1
+    return _run_and_report(suite, a, lambda records: render_table(records, fmt=a.format))
 
 
 @COMMANDS.register("pretrain")
@@ -90,21 +95,12 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
 def cmd_sweep(a: argparse.Namespace) -> int:
     from evalbench.pretrain.sweep import load_sweep
     from evalbench.results.ablation import render_ablation
-    from evalbench.results.store import ArtifactStore, RecordStore
-    from evalbench.run.runner import format_summary, run_suite
 
     sweep = load_sweep(Path(a.grid), yes=a.yes)
     print(f"evalbench: sweep {sweep.name!r}: {len(sweep.points)} points x {len(sweep.seeds)} seeds, evaluated on "
           f"{', '.join(t.name for t in sweep.suite.tasks)} with {', '.join(p.name for p in sweep.suite.protocols)}",
           file=sys.stderr)
-    results = RecordStore(Path(a.results))
-    summary = run_suite(sweep.suite, results=results, artifacts=ArtifactStore(Path(a.storage or a.results)),
-                        executor=a.executor, address=a.address, num_cpus=a.num_cpus)
-    keys = set(summary.keys)
-    print(render_ablation([r for r in results.records() if r.key in keys], fmt=a.format, sweep=sweep.name))
-    _report_problems(results.problems)
-    print(format_summary(summary), file=sys.stderr)
-    return 0 if summary.success else 1
+    return _run_and_report(sweep.suite, a, lambda records: render_ablation(records, fmt=a.format, sweep=sweep.name))
 
 
 @COMMANDS.register("table")

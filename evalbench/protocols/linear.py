@@ -35,6 +35,7 @@ from evalbench.protocols.base import PROBES, ProbeResult
 Params = tuple[torch.Tensor, torch.Tensor]  # W (D, C), b (C,)
 SAMPLE_ROWS = 8192  # rows of the preconditioner's Hessian (all rows below this)
 FULL_HESSIAN_MAX = 3072  # C * (D + 1) above this: per-class Hessian blocks (the full one would not fit)
+NEAR_RATIO = 3.0  # a grid value within this factor of the previous one starts from its preconditioner
 REBUILD_AFTER_CG = 30  # rebuild the preconditioner when a Newton step needed more CG steps than this
 
 
@@ -148,8 +149,13 @@ class Preconditioner:
             self.data = torch.stack([hessian_blocks(Z, Pr, w, a, a + 1)[:, 0, :].double() for a in range(c)])
             self.data += 1e-12 * torch.eye(d1, dtype=torch.float64, device=P.device)  # (C, D1, D1)
 
+    def close_to(self, l2: float) -> bool:
+        """Whether the factored penalty is within NEAR_RATIO of l2 (good enough to precondition l2)."""
+        return self.l2 is not None and 1 / NEAR_RATIO <= l2 / self.l2 <= NEAR_RATIO
+
     def factor(self, l2: float) -> "Preconditioner":
-        if l2 != self.l2:
+        """Factor with penalty l2, unless the current factor is close to it (dense grids: no new Cholesky)."""
+        if not self.close_to(l2):
             pen = torch.full(self.shape, l2, dtype=torch.float64, device=self.data.device)
             pen[:, -1] = 0.0  # the bias is unpenalised
             self.L = cholesky(self.data + (torch.diag(pen.reshape(-1)) if self.full else torch.diag_embed(pen)))
@@ -192,7 +198,7 @@ def newton(prob: LogReg, theta: torch.Tensor, l2: float, *, tol: float, max_iter
     """Newton-CG with a backtracking (Armijo) line search, until max|grad| <= tol or max_iter steps.
 
     Returns (theta, max|grad|, Newton steps, the last preconditioner: the next grid value starts
-    from it). A step is also accepted when it lowers max|grad| without raising the objective
+    from it if its l2 is near, else from a fresh one built at its own starting point). A step is also accepted when it lowers max|grad| without raising the objective
     beyond rounding: near the optimum, float32 cannot resolve the objective's decrease but still
     the gradient's. The preconditioner is rebuilt when CG needed more steps than a build costs;
     the loop stops early only when even a fresh one gives no progress (the precision's floor).
@@ -200,6 +206,8 @@ def newton(prob: LogReg, theta: torch.Tensor, l2: float, *, tol: float, max_iter
     theta = sum_zero(theta)
     f, G, P = prob.loss_grad(theta, l2)
     gmax, fresh, it = float(G.abs().max()), False, 0
+    if precond is not None and not precond.close_to(l2):  # e.g. a 10x step along the grid: build afresh here
+        precond = None
     rounding = 10 * torch.finfo(theta.dtype).eps  # relative noise of the objective's per-row terms
     while gmax > tol and it < max_iter:
         it += 1

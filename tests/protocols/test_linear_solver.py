@@ -62,7 +62,7 @@ def check(params, ref, x, y, l2, *, dtype):
 def test_newton_cg__reaches_the_exact_optimum(data, reference, l2, dtype):
     x, y = data
     prob = LogReg(x.to(dtype), y, C)
-    params, gmax = solve(prob, l2=l2, max_iter=100, tol=1e-7, init=None)
+    params, gmax, _ = solve(prob, l2=l2, max_iter=100, tol=1e-7, init=None)
     assert gmax <= 1e-7
     check(params, reference[l2], x, y, l2, dtype=dtype)
 
@@ -77,7 +77,7 @@ def test_newton_cg__every_preconditioner_reaches_the_same_optimum(data, referenc
     else:
         monkeypatch.setattr(linear, "FULL_HESSIAN_MAX", 0)
     for l2 in (1e-3, 1e-6):  # warm-started, as along the grid
-        params, gmax = solve(LogReg(x, y, C), l2=l2, max_iter=200, tol=1e-7, init=None if l2 == 1e-3 else params)
+        params, gmax, _ = solve(LogReg(x, y, C), l2=l2, max_iter=200, tol=1e-7, init=None if l2 == 1e-3 else params)
         assert gmax <= 1e-7, (path, l2)
         check(params, reference[l2], x, y, l2, dtype=torch.float64)
 

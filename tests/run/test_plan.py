@@ -183,4 +183,4 @@ def test_plan__golden_keys_of_a_fixed_suite():
 
 
 GOLDEN = [("extract", "096f10ef27cdd97f4e9e7e0b0bc2b339"), ("probe", "49b576e9029be6d4d1dbba93ef6e39ef"),
-          ("probe", "ac800ab9556fa4a8356ab649c89cda68")]
+          ("probe", "5174b4c485cd2d30faf394715f0f2059")]

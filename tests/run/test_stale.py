@@ -65,7 +65,8 @@ def test_stale__editing_task_params_without_a_version_bump_reevaluates(tmp_path)
     root = tmp_path / "images"
     _separable_folder(root)
     task = _task(tmp_path, root, image_size=8)
-    suite = write_suite(tmp_path / "s.yaml", checkpoints=[RANDOM], tasks=[str(task)], protocols=["knn"])
+    suite = write_suite(tmp_path / "s.yaml", checkpoints=[RANDOM], tasks=[str(task)],
+                        protocols=[{"name": "knn", "params": {"settings": [{"k": 20, "T": 0.07}]}}])  # bank: 20
     store = RecordStore(tmp_path / "res")
     assert run_suite(load_suite(suite), results=store, executor="local").ok == 1
     task.write_text(task.read_text().replace("image_size: 8", "image_size: 12"))
