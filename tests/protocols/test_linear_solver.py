@@ -69,8 +69,8 @@ def test_newton_cg__reaches_the_exact_optimum(data, reference, l2, dtype):
 
 @pytest.mark.parametrize("path", ["sampled", "class_blocks"])
 def test_newton_cg__every_preconditioner_reaches_the_same_optimum(data, reference, monkeypatch, path):
-    """N above SAMPLE_ROWS: the preconditioner is an importance-sampled Hessian; above
-    FULL_HESSIAN_MAX parameters: per-class blocks. Neither may change the answer, only the speed."""
+    """N above SAMPLE_ROWS: the preconditioner is an importance-sampled Hessian; C (D + 1) above
+    FULL_HESSIAN_MAX: one Hessian block per class. Neither may change the answer, only the speed."""
     x, y = data
     if path == "sampled":
         monkeypatch.setattr(linear, "SAMPLE_ROWS", 300)
@@ -102,3 +102,4 @@ def test_fit_logreg__max_iter_bounds_the_work(data):
     prob = LogReg(x, y, C)
     g = prob.loss_grad(linear.to_theta((w, torch.zeros(C, dtype=w.dtype))), 1e-6)[1]
     assert float(g.abs().max()) > 1e-4
+
