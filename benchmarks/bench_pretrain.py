@@ -28,7 +28,7 @@ from tabulate import tabulate
 from torch import nn
 
 from evalbench.data.base import ArraySource
-from evalbench.encoders import build_encoder, preprocess
+from evalbench.encoders import build_encoder
 from evalbench.pretrain.augment import build_augment
 from evalbench.pretrain.config import parse_pretrain_config
 from evalbench.pretrain.trainer import pretrain

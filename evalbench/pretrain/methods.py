@@ -30,6 +30,16 @@ from evalbench.pretrain.losses import byol_loss, info_nce, negative_cosine, nt_x
 from evalbench.pretrain.momentum import NegativeQueue, copy_for_target, ema_update, momentum_at
 
 
+class Method(nn.Module):
+    """The method interface; ``after_step`` does nothing unless the method has an EMA target or a queue."""
+
+    def loss(self, x1: torch.Tensor, x2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        pass
+
+
 class Projected(nn.Module):
     """encoder -> projection head: (B, C, H, W) -> (B, out_dim)."""
 
@@ -44,7 +54,7 @@ class Projected(nn.Module):
         return self.head(self.encoder(x))
 
 
-class SimCLR(nn.Module):
+class SimCLR(Method):
     def __init__(self, cfg: PretrainConfig, encoder: Encoder, num_classes: int) -> None:
         super().__init__()
         self.online = Projected(encoder, cfg)
@@ -54,15 +64,11 @@ class SimCLR(nn.Module):
     def loss(self, x1: torch.Tensor, x2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nt_xent(self.online(x1), self.online(x2), temperature=self.temperature)
 
-    def after_step(self, step: int, total_steps: int) -> None:
-        pass
-
-
 def _maybe_predictor(cfg: PretrainConfig, dim: int) -> nn.Module:
     return predictor(dim, hidden_dim=cfg.predictor.hidden_dim) if cfg.predictor.enabled else nn.Identity()
 
 
-class MoCo(nn.Module):
+class MoCo(Method):
     def __init__(self, cfg: PretrainConfig, encoder: Encoder, num_classes: int) -> None:
         super().__init__()
         self.online = Projected(encoder, cfg)
@@ -89,7 +95,7 @@ class MoCo(nn.Module):
             self._keys = None
 
 
-class BYOL(nn.Module):
+class BYOL(Method):
     def __init__(self, cfg: PretrainConfig, encoder: Encoder, num_classes: int) -> None:
         super().__init__()
         self.online = Projected(encoder, cfg)
@@ -109,7 +115,7 @@ class BYOL(nn.Module):
                                                                  schedule=self.ema.schedule))
 
 
-class SimSiam(nn.Module):
+class SimSiam(Method):
     def __init__(self, cfg: PretrainConfig, encoder: Encoder, num_classes: int) -> None:
         super().__init__()
         self.online = Projected(encoder, cfg)
@@ -123,11 +129,7 @@ class SimSiam(nn.Module):
         sg = self.stop_gradient
         return 0.5 * (negative_cosine(p1, z2, stop_gradient=sg) + negative_cosine(p2, z1, stop_gradient=sg))
 
-    def after_step(self, step: int, total_steps: int) -> None:
-        pass
-
-
-class Supervised(nn.Module):
+class Supervised(Method):
     """The supervised reference: encoder + linear classifier, cross-entropy on the first view."""
 
     def __init__(self, cfg: PretrainConfig, encoder: Encoder, num_classes: int) -> None:
@@ -138,11 +140,7 @@ class Supervised(nn.Module):
     def loss(self, x1: torch.Tensor, x2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.classifier(self.encoder(x1)), labels)
 
-    def after_step(self, step: int, total_steps: int) -> None:
-        pass
-
-
-MethodBuilder = Callable[[PretrainConfig, Encoder, int], nn.Module]
+MethodBuilder = Callable[[PretrainConfig, Encoder, int], Method]
 METHODS: Registry[MethodBuilder] = Registry("pretraining method", "evalbench pretrain --help")
 for _name, _cls in {"simclr": SimCLR, "moco": MoCo, "byol": BYOL, "simsiam": SimSiam, "supervised": Supervised}.items():
     METHODS.register(_name)(_cls)

@@ -78,7 +78,7 @@ def run_ray(stages: list[Stage], done: dict[str, StageOutput], opts: ExecOptions
             args = [refs[d] if d in refs else done[d] for d in stage.deps]  # refs: Ray waits for them
             ref = remote.options(num_cpus=stage.resources.num_cpus, num_gpus=stage.resources.num_gpus if has_gpu else 0,
                                  name=stage.label[:100]).remote(stage, ctx, *args)
-            refs[stage.identity] = pending[ref] = ref
+            refs[stage.identity] = ref
             pending[ref] = stage
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

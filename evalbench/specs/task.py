@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from evalbench.core.errors import ConfigError, EvalbenchError
+from evalbench.core.errors import EvalbenchError
 from evalbench.core.filehash import HashFile, sha256_file
 from evalbench.core.paths import TASKS_DIR
 from evalbench.core.yamlio import check_mapping, find_yaml, read_yaml, yaml_files

@@ -8,7 +8,6 @@ collapse_std.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

@@ -18,14 +18,6 @@ from evalbench.protocols.linear import LogReg, fit_logreg, objective, solve, sta
 N, D, C = 2000, 16, 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data() -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng(0)

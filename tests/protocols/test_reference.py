@@ -25,15 +25,6 @@ from evalbench.protocols.linear import fit_logreg, linear_probe, objective, stan
 NUM_CLASSES = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny arrays: threading only adds overhead, and on a busy machine a lot of it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # (k, T): DINO and InstDisc settings, k=1, k above the chunk size (64) and k = the whole bank (300).
 SETTINGS = [(1, 0.07), (5, 0.07), (20, 0.07), (100, 0.1), (200, 0.1), (300, 0.5)]
 # The search engines: torch everywhere, faiss (IndexFlatIP) where installed.

@@ -17,7 +17,7 @@ from evalbench.data import LOADERS
 from evalbench.data.base import Loader
 from evalbench.encoders import build_encoder
 from evalbench.run.plan import plan_suite
-from evalbench.specs.checkpoint import FileWeights, RandomWeights, parse_checkpoint, parse_data_config
+from evalbench.specs.checkpoint import FileWeights, RandomWeights, parse_checkpoint
 from evalbench.specs.protocol import resolve_protocol
 from evalbench.specs.suite import Suite
 from evalbench.specs.task import parse_task, resolve_task

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 
 from evalbench.cli import main
 from evalbench.results.store import RecordStore
