@@ -1,4 +1,4 @@
-"""Command line: `evalbench run|table|list|splits`. The only place with an argparse namespace."""
+"""Command line: `evalbench run|pretrain|sweep|table|list|splits|inspect|convert`; the only argparse namespace."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         suite = replace(suite, amp=True)
     return _run_and_report(suite, a, lambda records: render_table(records, fmt=a.format))
 
+    if a.trust_pickle:  # every checkpoint of this suite is trusted (per entry: `trust_pickle: true`)
+        suite = replace(suite, checkpoints=tuple(replace(c, trust_pickle=True) for c in suite.checkpoints))
 
 @COMMANDS.register("pretrain")
 def cmd_pretrain(a: argparse.Namespace) -> int:
@@ -172,6 +174,52 @@ def cmd_splits(a: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evalbench", description="Benchmark pretrained image encoders (k-NN, linear probe, ...).")
     sub = p.add_subparsers(dest="command", required=True)
+def _load_rules(a: argparse.Namespace):
+    from evalbench.checkpoints import LoadRules
+    from evalbench.specs.checkpoint import read_rules_file
+
+    rules = read_rules_file(Path(a.rules)) if a.rules else LoadRules()
+    return rules.merged(LoadRules(select=a.select)) if a.select else rules
+
+
+@COMMANDS.register("inspect")
+def cmd_inspect(a: argparse.Namespace) -> int:
+    """What a checkpoint holds and, with --arch, how it fits (exit 1 when it does not load strictly)."""
+    import json
+
+    from evalbench.checkpoints.inspect import format_inspection, inspect_checkpoint, write_rules
+
+    info = inspect_checkpoint(Path(a.checkpoint), arch=a.arch, in_chans=a.in_chans, rules=_load_rules(a),
+                              trust_pickle=a.trust_pickle)
+    print(json.dumps(info, indent=1) if a.json else format_inspection(info))
+    if a.write_rules:
+        if not (info.get("proposal") or {}).get("checked"):
+            raise EvalbenchError("no checked proposal to write" + ("" if a.arch else " (give --arch)")
+                                 + ("; the checkpoint already loads" if (info.get("fit") or {}).get("ok") else ""))
+        print(f"evalbench: wrote {write_rules(info, Path(a.write_rules))}", file=sys.stderr)
+    return 0 if a.arch is None or info["fit"]["ok"] else 1
+
+
+@COMMANDS.register("convert")
+def cmd_convert(a: argparse.Namespace) -> int:
+    from evalbench.checkpoints.convert import convert_checkpoint
+
+    report = convert_checkpoint(Path(a.checkpoint), arch=a.arch, out=Path(a.out), in_chans=a.in_chans,
+                                rules=_load_rules(a), trust_pickle=a.trust_pickle)
+    print(f"evalbench: wrote {a.out}: {report.loaded} tensors of {a.arch} ({report.layout} layout, candidate "
+          f"{report.selected}, {len(report.dropped)} checkpoint tensors dropped)", file=sys.stderr)
+    return 0
+
+
+def _checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint file (.pth, .pt, .ckpt, .tar, .safetensors)")
+    p.add_argument("--in-chans", type=int, default=None, choices=[1, 3], help="encoder input channels (default: the arch's)")
+    p.add_argument("--select", default=None, help="candidate encoder of a multi-encoder file (teacher, key, target, ...)")
+    p.add_argument("--rules", default=None, help="rules file (select, rename, skip_missing, skip_unexpected)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow full unpickling (runs code from the file): only for a file you trust")
+
+
     r = sub.add_parser("run", help="evaluate a suite (default: the embedded default suite)")
     r.add_argument("suite", nargs="?", help="suite YAML (checkpoints x tasks x protocols x seeds)")
     r.add_argument("--results", default="results", help="results directory (records; artifacts too unless --storage)")
@@ -188,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--storage", default="results", help="artifact store: the checkpoint and its resumable state")
     pt.add_argument("--out", default=None, help="also copy the checkpoint (.safetensors + .json) to this path")
     pt.add_argument("--executor", default="local", choices=["ray", "local"], help="local (default) or ray")
+    r.add_argument("--trust-pickle", action="store_true",
+                   help="allow full unpickling of every checkpoint of the suite (runs code from the files): trusted files only")
     pt.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     pt.add_argument("--num-cpus", type=int, default=None, help="CPUs for embedded local Ray")
     sw = sub.add_parser("sweep", help="pretrain every point of a grid and evaluate each (the ablation table)")
@@ -212,6 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+    ins = sub.add_parser("inspect", help="show a checkpoint's layout, candidates and fit (--arch); propose rename rules")
+    _checkpoint_args(ins)
+    ins.add_argument("--arch", default=None, help="architecture to check the fit against (FAMILY:NAME)")
+    ins.add_argument("--json", action="store_true", help="print JSON instead of text")
+    ins.add_argument("--write-rules", default=None, metavar="FILE", help="write the checked proposal as a rules file")
+    cv = sub.add_parser("convert", help="write a checkpoint's mapped encoder weights as safetensors")
+    _checkpoint_args(cv)
+    cv.add_argument("--arch", required=True, help="architecture (FAMILY:NAME)")
+    cv.add_argument("--out", required=True, help="output .safetensors file")
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     try:

@@ -98,17 +98,25 @@ def interpolation_mode(value: object, *, arch: str) -> str:
     return mode
 
 
+def channel_adaptation(image_chans: int, in_chans: int) -> Optional[str]:
+    """How ``preprocess`` feeds images of ``image_chans`` channels to an ``in_chans`` encoder, in words
+    (recorded with the features); None when the counts agree."""
+    if image_chans == in_chans:
+        return None
+    if image_chans == 1:
+        return f"grayscale repeated to {in_chans} channels"
+    if in_chans == 1:
+        return f"{image_chans} channels averaged to grayscale"
+    raise ValueError(f"cannot map {image_chans} image channels to in_chans={in_chans}")
+
+
 def preprocess(batch: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
     """uint8 (B, C, H, W) -> normalised float (B, in_chans, S, S), on batch's device."""
     x = batch.float().div_(255.0)
     c = x.shape[1]
-    if c != cfg.in_chans:
-        if c == 1:
-            x = x.expand(-1, cfg.in_chans, -1, -1)  # grayscale -> repeated channels
-        elif cfg.in_chans == 1:
-            x = x.mean(dim=1, keepdim=True)  # RGB -> grayscale
-        else:
-            raise ValueError(f"cannot map {c} image channels to in_chans={cfg.in_chans}")
+    if channel_adaptation(c, cfg.in_chans) is not None:
+        # grayscale -> repeated channels; RGB -> their mean
+        x = x.expand(-1, cfg.in_chans, -1, -1) if c == 1 else x.mean(dim=1, keepdim=True)
     if cfg.input_size is not None and tuple(x.shape[-2:]) != (cfg.input_size, cfg.input_size):
         size = (cfg.input_size, cfg.input_size)
         if cfg.interpolation == "nearest":

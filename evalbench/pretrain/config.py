@@ -10,6 +10,7 @@ seed: 0
 epochs: 10
 batch_size: 256
 checkpoint_every: 1       # epochs between resumable states (not part of the identity)
+workers: 1                # >1: data-parallel over that many Ray Train workers (global batch_size split)
 optimizer: {name: sgd, lr: 0.06, weight_decay: 5.0e-4, momentum: 0.9, warmup_epochs: 0, schedule: cosine}
 head: {kind: mlp, hidden_dim: 512, out_dim: 128, depth: 2, bn_out: false}
 predictor: {enabled: false, hidden_dim: 512}
@@ -148,6 +149,7 @@ class PretrainConfig:
     epochs: int
     batch_size: int
     checkpoint_every: int
+    workers: int  # data-parallel workers (Ray Train); batch_size is the global batch
     optimizer: OptimizerConfig
     head: HeadConfig
     predictor: PredictorConfig
@@ -164,14 +166,18 @@ class PretrainConfig:
         """Plain JSON values nested like the YAML, with the knobs that apply to the method only.
 
         This is what the pretrain stage's identity hashes and what its metadata records;
-        ``checkpoint_every`` is left out (it does not change the weights), and ``preprocessing``
+        ``checkpoint_every`` is left out (it does not change the weights), ``workers`` is left out
+        at 1 (``HASHED_UNLESS``), and ``preprocessing``
         is the resolved ``DataConfig.as_dict()``, so ``parse_pretrain_config(cfg.as_dict())``
         gives ``cfg`` back (with the default checkpoint_every).
         """
         out: dict = {"method": self.method, "arch": self.arch, "preprocessing": self.data.as_dict(), "task": self.task}
         for path in KNOBS:
-            if path not in NOT_IN_IDENTITY and applies(self.method, path):
-                _set_path(out, path, _plain(_get_attr_path(self, path)))
+            if path in NOT_IN_IDENTITY or not applies(self.method, path):
+                continue
+            if path in HASHED_UNLESS and _get_attr_path(self, path) == HASHED_UNLESS[path]:
+                continue
+            _set_path(out, path, _plain(_get_attr_path(self, path)))
         return out
 
     def knobs(self) -> dict[str, Any]:
@@ -265,6 +271,7 @@ KNOBS: dict[str, Check] = {
     "epochs": _integer(ge=1),
     "batch_size": _integer(ge=2),
     "checkpoint_every": _integer(ge=1),
+    "workers": _integer(ge=1, lt=1025),
     "optimizer.name": _choice(OPTIMIZERS.names),
     "optimizer.lr": _number(gt=0.0),
     "optimizer.weight_decay": _number(ge=0.0),
@@ -311,11 +318,14 @@ SECTIONS: dict[str, type] = {
 }
 SPECIAL_KEYS = ("method", "arch", "preprocessing", "task")  # not knobs: required / parsed on their own
 NOT_IN_IDENTITY = frozenset({"checkpoint_every"})  # how often state is saved does not change the weights
+# knobs hashed only where they differ from this value, so configs written before the knob existed
+# keep their identity (one worker: the single-process loop, unchanged)
+HASHED_UNLESS = {"workers": 1}
 
 
 # --- applicability: method -> the knobs/sections it reads ---------------------------------------
 
-COMMON = frozenset({"seed", "epochs", "batch_size", "checkpoint_every", "optimizer", "augment"})
+COMMON = frozenset({"seed", "epochs", "batch_size", "checkpoint_every", "workers", "optimizer", "augment"})
 APPLIES: dict[str, frozenset[str]] = {
     "simclr": COMMON | {"head", "loss.temperature"},
     "moco": COMMON | {"head", "loss.temperature", "ema", "queue"},
@@ -370,7 +380,7 @@ AUGMENT_SIMCLR = _merge(AUGMENT_OFF, {
 # crop 0.2-1, the same jitter and grayscale, gaussian blur sigma 0.1-2 with p 0.5, flip
 AUGMENT_MOCO = _merge(AUGMENT_SIMCLR, {"crop": {"scale": [0.2, 1.0]}, "blur": {"enabled": True}})
 SSL_COMMON = {
-    "seed": 0, "epochs": 10, "batch_size": 256, "checkpoint_every": 1,
+    "seed": 0, "epochs": 10, "batch_size": 256, "checkpoint_every": 1, "workers": 1,
     # SGD lr 0.06, wd 5e-4, momentum 0.9, cosine: the MoCo CIFAR-10 demo (facebookresearch/moco colab),
     # a recipe that trains small models at small batches; methods below that differ say so
     "optimizer": {"name": "sgd", "lr": 0.06, "weight_decay": 5.0e-4, "momentum": 0.9, "warmup_epochs": 0,
@@ -507,6 +517,10 @@ def _cross_checks(flat: Mapping[str, Any], *, method: str, where: str) -> None:
     if flat["optimizer.warmup_epochs"] > flat["epochs"]:
         raise ConfigError(f"{where}: optimizer.warmup_epochs ({flat['optimizer.warmup_epochs']}) must be <= epochs "
                           f"({flat['epochs']})")
+    workers, batch = flat["workers"], flat["batch_size"]
+    if batch % workers or batch // workers < 2:
+        raise ConfigError(f"{where}: batch_size ({batch}) is the global batch, split over workers ({workers}): it must be "
+                          "a multiple of workers with at least 2 images per worker")
     if applies(method, "head") and flat["head.kind"] == "mlp" and flat["head.depth"] < 2:
         raise ConfigError(f"{where}: head.depth must be >= 2 for kind 'mlp' (got {flat['head.depth']}); "
                           "use kind 'linear' for one layer")

@@ -25,6 +25,7 @@ from torch import nn
 from evalbench.core.registry import Registry
 from evalbench.encoders import Encoder
 from evalbench.pretrain.config import PretrainConfig
+from evalbench.pretrain.distributed import gather, gather_with_grad
 from evalbench.pretrain.heads import predictor, projection_head
 from evalbench.pretrain.losses import byol_loss, info_nce, negative_cosine, nt_xent
 from evalbench.pretrain.momentum import NegativeQueue, copy_for_target, ema_update, momentum_at
@@ -38,6 +39,9 @@ class Method(nn.Module):
 
     def after_step(self, step: int, total_steps: int) -> None:
         pass
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss(x1, x2, labels)  # what DistributedDataParallel calls
 
 
 class Projected(nn.Module):
@@ -62,7 +66,9 @@ class SimCLR(Method):
         self.temperature = cfg.loss.temperature
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return nt_xent(self.online(x1), self.online(x2), temperature=self.temperature)
+        # data-parallel: the negatives are the whole global batch (pretrain/distributed.py)
+        z1, z2 = gather_with_grad(self.online(x1)), gather_with_grad(self.online(x2))
+        return nt_xent(z1, z2, temperature=self.temperature)
 
 def _maybe_predictor(cfg: PretrainConfig, dim: int) -> nn.Module:
     return predictor(dim, hidden_dim=cfg.predictor.hidden_dim) if cfg.predictor.enabled else nn.Identity()
@@ -91,7 +97,7 @@ class MoCo(Method):
         ema_update(self.target, self.online, momentum=momentum_at(step, total_steps, base=self.ema.momentum,
                                                                  schedule=self.ema.schedule))
         if self._keys is not None:
-            self.queue.enqueue(self._keys)  # after the loss used the old queue, as in MoCo
+            self.queue.enqueue(gather(self._keys))  # every worker's keys, after the loss used the old queue
             self._keys = None
 
 

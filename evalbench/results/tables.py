@@ -1,6 +1,7 @@
 """Records -> tables: rows are checkpoints, columns are `task / protocol metric`, cells mean ± std
 over seeds (top-1 in %) where a stochastic protocol ran with several seeds; a deterministic
-protocol runs once and its cells carry no ±. Only the newest ok record per (checkpoint, task, protocol, params, seed)
+protocol runs once and its cells carry no ±. A row whose encoder has tensors a skip left at
+initialisation is marked ``[partial: N tensors at init]``. Only the newest ok record per (checkpoint, task, protocol, params, seed)
 counts, so re-running after fixing a checkpoint replaces its old numbers.
 """
 from __future__ import annotations
@@ -25,6 +26,13 @@ def _params_id(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]
 
 
+def _partial_mark(r: dict) -> str:
+    """A row whose encoder kept tensors at initialisation (the suite's skip_missing) says how many."""
+    load = ((r.get("details") or {}).get("features") or {}).get("load") or {}
+    n = len(load.get("skipped") or ())
+    return f" [partial: {n} tensor{'s' if n > 1 else ''} at init]" if n else ""
+
+
 def records_frame(records: Iterable[Record | dict]) -> pd.DataFrame:
     """Long form: one row per (ok record, metric). A deterministic protocol's seed is None."""
     rows = []
@@ -33,7 +41,7 @@ def records_frame(records: Iterable[Record | dict]) -> pd.DataFrame:
         if r.get("status") != "ok":
             continue
         c, p = r["checkpoint"], r["protocol"]
-        row_label = c["name"] + (" (random init)" if c.get("random_init") else "")
+        row_label = c["name"] + (" (random init)" if c.get("random_init") else "") + _partial_mark(r)
         pretrain = (c.get("meta") or {}).get("pretrain") or {}
         knobs = {"method": pretrain.get("method"), **(pretrain.get("knobs") or {})} if pretrain else {}
         for metric, value in r["metrics"].items():

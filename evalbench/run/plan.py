@@ -5,7 +5,8 @@ from the specs, with the code version of the stage's kind:
 
 - weights:  file -> content sha256 (memoised on path, size, mtime_ns); random -> seed;
             produced by a stage -> that stage's identity (known before the weights exist);
-- extract:  weights, arch, preprocessing, skip patterns, task payload (loader, params,
+- extract:  weights, arch, preprocessing, skip patterns and loading rules (select, rename,
+            skip_unexpected: only when set), task payload (loader, params,
             num_classes, version, split-file hash, data fingerprint), view;
 - probe:    features identity, protocol (name, version, implementation, params, view), and the
             seed only where the protocol is stochastic.
@@ -110,7 +111,13 @@ def plan_pretrain(spec: CheckpointSpec, ctx: PlanContext) -> Stage:
     payload = {"config": cfg.as_dict(), "task": task_payload or {"unavailable": task.ref}}
     return Stage(kind="pretrain", identity=stage_identity("pretrain", payload), label=f"pretrain {spec.name}",
                  inputs={"config": cfg, "task": task, "task_payload": task_payload},
-                 resources=Resources(num_cpus=1, num_gpus=1), error=error)
+                 resources=_pretrain_resources(cfg), error=error)
+
+
+def _pretrain_resources(cfg: PretrainConfig) -> Resources:
+    """One CPU (and one GPU where the cluster has them); a data-parallel point's stage only starts
+    its Ray Train workers, which ask for theirs (run/train_ray.py)."""
+    return Resources(num_cpus=1, num_gpus=1) if cfg.workers == 1 else Resources(num_cpus=0, num_gpus=0)
 
 
 # --- the suite plan ---------------------------------------------------------------------------
@@ -135,7 +142,7 @@ def plan_extract(spec: CheckpointSpec, task: TaskSpec, view: str, ctx: PlanConte
     v = VIEWS.get(view)
     payload = {"weights": weights or _unavailable(spec), "arch": spec.arch, "data": spec.data.as_dict(),
                "skip_missing": list(spec.skip_missing), "task": task_payload or {"unavailable": task.ref},
-               "view": {"name": view, "version": v.version}, "amp": amp}
+               "view": {"name": view, "version": v.version}, "amp": amp, **spec.rules_payload()}
     return ctx.plan.add(Stage(
         kind="extract", identity=stage_identity("extract", payload), label=f"{spec.name} | {task.name} | features[{view}]",
         inputs={"checkpoint": spec, "task": task, "view": view, "amp": amp, "weights": weights,

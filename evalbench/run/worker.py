@@ -18,11 +18,12 @@ from typing import Iterator, Optional
 
 import torch
 
-from evalbench.checkpoints import load_strict, read_state_dict
+from evalbench.checkpoints import load_file
 from evalbench.core.atomic import atomic_path
 from evalbench.core.errors import EvalbenchError
 from evalbench.data.views import VIEWS
 from evalbench.encoders import Encoder, build_encoder
+from evalbench.encoders.base import channel_adaptation
 from evalbench.features.artifact import Features, features_exist, load_features, save_features
 from evalbench.features.extract import extract_features
 from evalbench.pretrain.checkpoint import pretrain_metadata, save_checkpoint
@@ -99,7 +100,7 @@ def load_encoder(spec: CheckpointSpec, weights_file: Optional[Path]) -> tuple[En
         return encoder, {"random_init": True, "init_seed": spec.weights.seed}
     assert weights_file is not None
     encoder = build_encoder(spec.arch, in_chans=spec.data.in_chans)
-    report = load_strict(encoder.model, read_state_dict(weights_file), arch=spec.arch, skip_missing=spec.skip_missing)
+    report = load_file(encoder.model, weights_file, arch=spec.arch, rules=spec.load_rules, trust_pickle=spec.trust_pickle)
     return encoder, report.as_dict()
 
 
@@ -140,6 +141,12 @@ def extract_task_features(spec: CheckpointSpec, task: TaskSpec, *, weights_file:
                           device: torch.device, num_workers: int = 0, amp: bool = False) -> Features:
     """Features of every split of ``task`` under ``spec``'s encoder (no store: benchmarks, notebooks)."""
     t0 = time.perf_counter()
+def _channels(source, in_chans: int) -> dict:
+    """The task's image channels, the encoder's, and how preprocessing adapts one to the other (recorded)."""
+    c = int(source[0][0].shape[0])
+    return {"images": c, "encoder": in_chans, "adapted": channel_adaptation(c, in_chans)}
+
+
     splits = load_task(task)
     v = VIEWS.get(view)
     sources = {s: v.apply(getattr(splits, s)) for s in SPLITS}
@@ -149,7 +156,7 @@ def extract_task_features(spec: CheckpointSpec, task: TaskSpec, *, weights_file:
                              amp=amp and device.type == "cuda") for s in SPLITS}
     y = {s: sources[s].labels for s in SPLITS}
     meta = {"checkpoint": spec.name, "task": task.ref, "view": view, "amp": amp and device.type == "cuda",
-            "load": load_report,
+            "load": load_report, "channels": _channels(sources["train"], spec.data.in_chans),
             "dim": int(x["train"].shape[1]), "sizes": {s: len(y[s]) for s in SPLITS},
             "dataset_s": round(t1 - t0, 3), "extract_s": round(time.perf_counter() - t1, 3)}
     return Features(x, y, task.num_classes, meta)

@@ -6,6 +6,12 @@ Where the weights come from (``source``) fixes their identity:
 - ``RandomWeights``: the explicit random-init baseline; identity = its seed;
 - ``StageWeights``: weights an upstream stage produces (pretraining); identity = that stage's
   identity (a hash of its config, data and seed), known before the weights exist.
+
+How a file's tensors become the encoder's (``evalbench.checkpoints``): ``select`` (which
+candidate encoder), ``rename`` rules, ``skip_missing`` / ``skip_unexpected`` patterns, inline or
+from a ``rules:`` file (what ``evalbench inspect --write-rules`` writes); they change what is
+loaded, so they are part of the extract identity. ``trust_pickle: true`` allows full unpickling
+of a file the user trusts (it changes no number, so it is not).
 """
 from __future__ import annotations
 
@@ -15,14 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from evalbench.checkpoints.rules import LoadRules, check_rule
 from evalbench.core.errors import CheckpointError, ConfigError
 from evalbench.core.filehash import HashFile
-from evalbench.core.yamlio import check_mapping
+from evalbench.core.yamlio import check_mapping, read_yaml
 from evalbench.encoders import DataConfig, default_data_config
 from evalbench.encoders.base import INTERPOLATIONS
 
 SIDECAR_MARK = "evalbench_pretrain"  # marks the JSON that `evalbench pretrain` writes beside a checkpoint
-CKPT_KEYS = ("name", "arch", "path", "init", "init_seed", "preprocessing", "skip_missing", "meta")
+RULE_KEYS = ("select", "rename", "skip_missing", "skip_unexpected")
+CKPT_KEYS = ("name", "arch", "path", "init", "init_seed", "preprocessing", *RULE_KEYS, "rules", "trust_pickle", "meta")
 PREP_KEYS = ("in_chans", "input_size", "mean", "std", "interpolation")
 
 
@@ -55,6 +63,21 @@ class CheckpointSpec:
     weights: WeightsSource
     skip_missing: tuple[str, ...] = ()  # glob patterns of encoder keys allowed to stay unfilled
     meta: dict = field(default_factory=dict)
+    select: Optional[str] = None  # candidate encoder of a multi-encoder file (None: the layout's default)
+    rename: tuple[tuple[str, str], ...] = ()  # (regex, replacement) applied in order
+    skip_unexpected: tuple[str, ...] = ()  # glob patterns of checkpoint tensors dropped on purpose
+    trust_pickle: bool = False  # allow full unpickling (a file the user trusts)
+
+    @property
+    def load_rules(self) -> LoadRules:
+        return LoadRules(select=self.select, rename=self.rename, skip_missing=self.skip_missing,
+                         skip_unexpected=self.skip_unexpected)
+
+    def rules_payload(self) -> dict:
+        """The loading rules beyond ``skip_missing`` for the extract identity: empty when none are set, so
+        entries without them keep the keys they had before rules existed."""
+        extra = {k: v for k, v in self.load_rules.payload().items() if k != "skip_missing" and v}
+        return {"load_rules": extra} if extra else {}
 
     @property
     def random_init(self) -> bool:
@@ -68,10 +91,14 @@ class CheckpointSpec:
 def file_weights_identity(spec: CheckpointSpec, *, hash_file: HashFile) -> dict:
     path = spec.weights.path
     if not path.is_file():
+        what = "is a directory, not a checkpoint file" if path.is_dir() else "does not exist"
         raise CheckpointError(
-            f"checkpoint {spec.name!r}: file {path} does not exist; fix `path:` in the suite "
+            f"checkpoint {spec.name!r}: file {path} {what}; fix `path:` in the suite "
             "(relative paths are relative to the suite file)")
-    return {"sha256": hash_file(path)}
+    try:
+        return {"sha256": hash_file(path)}
+    except OSError as e:  # unreadable (permissions, an I/O error): this checkpoint's jobs fail, the run goes on
+        raise CheckpointError(f"checkpoint {spec.name!r}: file {path} cannot be read ({e.strerror or e})") from None
 
 
 def _number_list(value: Any, *, where: str) -> tuple[float, ...]:
@@ -115,6 +142,38 @@ def _patterns(value: Any, *, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _rename_rules(value: Any, *, where: str) -> tuple[tuple[str, str], ...]:
+    """``[{from: REGEX, to: REPLACEMENT}, ...]``, checked to compile."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of {{from: REGEX, to: REPLACEMENT}}, e.g. "
+                          "[{from: '^backbone\\.0\\.', to: 'conv1.'}]")
+    rules = []
+    for i, r in enumerate(value):
+        d = check_mapping(r, where=f"{where}[{i}]", required=("from", "to"))
+        if not isinstance(d["from"], str) or not isinstance(d["to"], str):
+            raise ConfigError(f"{where}[{i}]: from and to must be strings (quote them in YAML)")
+        check_rule(d["from"], d["to"], where=f"{where}[{i}]")
+        rules.append((d["from"], d["to"]))
+    return tuple(rules)
+
+
+def parse_rules(d: Any, *, where: str) -> LoadRules:
+    """The loading rules of a suite entry or of a rules file (keys ``RULE_KEYS``)."""
+    d = {k: v for k, v in (d or {}).items() if k in RULE_KEYS}
+    select = d.get("select")
+    if select is not None and (not isinstance(select, str) or not select):
+        raise ConfigError(f"{where}: select must be a candidate name, e.g. teacher, student, query, key, online")
+    return LoadRules(select=select, rename=_rename_rules(d.get("rename", []), where=f"{where}: rename"),
+                     skip_missing=_patterns(d.get("skip_missing", ()), where=f"{where}: skip_missing"),
+                     skip_unexpected=_patterns(d.get("skip_unexpected", ()), where=f"{where}: skip_unexpected"))
+
+
+def read_rules_file(path: Path) -> LoadRules:
+    """A rules file (``evalbench inspect --write-rules``): select, rename, skip_missing, skip_unexpected."""
+    where = str(path)
+    return parse_rules(check_mapping(read_yaml(path) or {}, where=where, optional=RULE_KEYS), where=where)
+
+
 def read_sidecar(weights: Path) -> Optional[dict]:
     """The pretraining metadata evalbench wrote beside a checkpoint file (method, knobs, ...), if any."""
     try:
@@ -154,9 +213,18 @@ def parse_checkpoint(data: Any, *, where: str, base_dir: Path) -> CheckpointSpec
     sidecar = read_sidecar(weights.path) if isinstance(weights, FileWeights) else None
     if sidecar is not None:
         meta = {**pretrain_meta(sidecar), **meta}
+    rules = parse_rules(d, where=where)
+    if "rules" in d:
+        if not isinstance(d["rules"], str):
+            raise ConfigError(f"{where}: rules must be the path of a rules file (evalbench inspect --write-rules)")
+        file = Path(d["rules"]).expanduser()
+        rules = read_rules_file(file if file.is_absolute() else base_dir / file).merged(rules)
+    trust = d.get("trust_pickle", False)
+    if not isinstance(trust, bool):
+        raise ConfigError(f"{where}: trust_pickle must be true or false")
     return CheckpointSpec(
         name=str(d["name"]), arch=arch,
         data=parse_data_config(arch, d.get("preprocessing"), where=f"{where}: preprocessing"),
-        weights=weights, skip_missing=_patterns(d.get("skip_missing", ()), where=f"{where}: skip_missing"),
-        meta=dict(meta),
+        weights=weights, skip_missing=rules.skip_missing, meta=dict(meta), select=rules.select, rename=rules.rename,
+        skip_unexpected=rules.skip_unexpected, trust_pickle=trust,
     )
