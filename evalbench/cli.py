@@ -44,10 +44,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     suite = load_suite(Path(a.suite)) if a.suite else default_suite()
     if a.amp:
         suite = replace(suite, amp=True)
-    return _run_and_report(suite, a, lambda records: render_table(records, fmt=a.format))
-
     if a.trust_pickle:  # every checkpoint of this suite is trusted (per entry: `trust_pickle: true`)
         suite = replace(suite, checkpoints=tuple(replace(c, trust_pickle=True) for c in suite.checkpoints))
+    return _run_and_report(suite, a, lambda records: render_table(records, fmt=a.format))
+
 
 @COMMANDS.register("pretrain")
 def cmd_pretrain(a: argparse.Namespace) -> int:
@@ -171,9 +171,6 @@ def cmd_splits(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evalbench", description="Benchmark pretrained image encoders (k-NN, linear probe, ...).")
-    sub = p.add_subparsers(dest="command", required=True)
 def _load_rules(a: argparse.Namespace):
     from evalbench.checkpoints import LoadRules
     from evalbench.specs.checkpoint import read_rules_file
@@ -220,6 +217,9 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> None:
                    help="allow full unpickling (runs code from the file): only for a file you trust")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evalbench", description="Benchmark pretrained image encoders (k-NN, linear probe, ...).")
+    sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="evaluate a suite (default: the embedded default suite)")
     r.add_argument("suite", nargs="?", help="suite YAML (checkpoints x tasks x protocols x seeds)")
     r.add_argument("--results", default="results", help="results directory (records; artifacts too unless --storage)")
@@ -231,13 +231,13 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--amp", action="store_true",
                    help="extract features under float16 autocast on CUDA GPUs (a separate identity from fp32 features)")
     r.add_argument("--format", default="github", help="table format: github, latex, html, csv, plain")
+    r.add_argument("--trust-pickle", action="store_true",
+                   help="allow full unpickling of every checkpoint of the suite (runs code from the files): trusted files only")
     pt = sub.add_parser("pretrain", help="pretrain one encoder from a config YAML (SimCLR, MoCo, BYOL, SimSiam, ...)")
     pt.add_argument("config", help="pretraining config YAML (see examples/pretrain/)")
     pt.add_argument("--storage", default="results", help="artifact store: the checkpoint and its resumable state")
     pt.add_argument("--out", default=None, help="also copy the checkpoint (.safetensors + .json) to this path")
     pt.add_argument("--executor", default="local", choices=["ray", "local"], help="local (default) or ray")
-    r.add_argument("--trust-pickle", action="store_true",
-                   help="allow full unpickling of every checkpoint of the suite (runs code from the files): trusted files only")
     pt.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     pt.add_argument("--num-cpus", type=int, default=None, help="CPUs for embedded local Ray")
     sw = sub.add_parser("sweep", help="pretrain every point of a grid and evaluate each (the ablation table)")
@@ -256,12 +256,6 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--protocol", default=None)
     li = sub.add_parser("list", help="list tasks, protocols, encoders, loaders or views")
     li.add_argument("what", choices=LISTINGS.names())
-    s = sub.add_parser("splits", help="make a task's split index file (once; then keep it with the task)")
-    s.add_argument("task", help="task name or task YAML path")
-    s.add_argument("--force", action="store_true")
-    return p
-
-
     ins = sub.add_parser("inspect", help="show a checkpoint's layout, candidates and fit (--arch); propose rename rules")
     _checkpoint_args(ins)
     ins.add_argument("--arch", default=None, help="architecture to check the fit against (FAMILY:NAME)")
@@ -271,6 +265,12 @@ def _checkpoint_args(p: argparse.ArgumentParser) -> None:
     _checkpoint_args(cv)
     cv.add_argument("--arch", required=True, help="architecture (FAMILY:NAME)")
     cv.add_argument("--out", required=True, help="output .safetensors file")
+    s = sub.add_parser("splits", help="make a task's split index file (once; then keep it with the task)")
+    s.add_argument("task", help="task name or task YAML path")
+    s.add_argument("--force", action="store_true")
+    return p
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     try:

@@ -137,16 +137,16 @@ def _weights_file(stage: Stage, upstream: list[StageOutput], store: ArtifactStor
     return spec.weights.path if isinstance(spec.weights, FileWeights) else None
 
 
-def extract_task_features(spec: CheckpointSpec, task: TaskSpec, *, weights_file: Optional[Path], view: str = "identity",
-                          device: torch.device, num_workers: int = 0, amp: bool = False) -> Features:
-    """Features of every split of ``task`` under ``spec``'s encoder (no store: benchmarks, notebooks)."""
-    t0 = time.perf_counter()
 def _channels(source, in_chans: int) -> dict:
     """The task's image channels, the encoder's, and how preprocessing adapts one to the other (recorded)."""
     c = int(source[0][0].shape[0])
     return {"images": c, "encoder": in_chans, "adapted": channel_adaptation(c, in_chans)}
 
 
+def extract_task_features(spec: CheckpointSpec, task: TaskSpec, *, weights_file: Optional[Path], view: str = "identity",
+                          device: torch.device, num_workers: int = 0, amp: bool = False) -> Features:
+    """Features of every split of ``task`` under ``spec``'s encoder (no store: benchmarks, notebooks)."""
+    t0 = time.perf_counter()
     splits = load_task(task)
     v = VIEWS.get(view)
     sources = {s: v.apply(getattr(splits, s)) for s in SPLITS}
