@@ -1,5 +1,5 @@
 """Checkpoint ingestion: safe reading (no code execution), layouts, strict mapping with a report,
-``inspect``'s proposed rename rules and ``convert`` to a clean safetensors file (DESIGN.md §9)."""
+``inspect``'s proposed rename rules and ``convert`` to a clean safetensors file (DESIGN.md §11)."""
 from evalbench.checkpoints.layouts import LAYOUTS, Layout, detect_layout, unwrap
 from evalbench.checkpoints.load import fit_raw, load_file, load_strict
 from evalbench.checkpoints.mapping import HEAD_NAMES, Fit, LoadReport, Target

@@ -50,7 +50,7 @@ class Layout:
         return self.candidates[0][0]
 
 
-LAYOUTS: Registry[Layout] = Registry("checkpoint layout", "DESIGN.md §9, evalbench inspect")
+LAYOUTS: Registry[Layout] = Registry("checkpoint layout", "DESIGN.md §11, evalbench inspect")
 
 
 def register(layout: Layout) -> Layout:

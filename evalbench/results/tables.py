@@ -29,7 +29,8 @@ def _params_id(params: dict) -> str:
 def _partial_mark(r: dict) -> str:
     """A row whose encoder kept tensors at initialisation (the suite's skip_missing) says how many."""
     load = ((r.get("details") or {}).get("features") or {}).get("load") or {}
-    n = len(load.get("skipped") or ())
+    # records before issue 8 listed absent BatchNorm counters as skipped: they change no feature
+    n = sum(not k.endswith("num_batches_tracked") for k in load.get("skipped") or ())
     return f" [partial: {n} tensor{'s' if n > 1 else ''} at init]" if n else ""
 
 

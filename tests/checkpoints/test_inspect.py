@@ -261,3 +261,15 @@ def test_run__dino_and_scrambled_checkpoints_give_the_in_memory_numbers(tmp_path
     table = render_table(list(store.records()), fmt="csv")
     assert "partial [partial: 1 tensor at init]," in table
     assert sum("[partial" in line for line in table.splitlines()) == 1
+
+
+def test_table__only_skipped_encoder_tensors_mark_a_row():
+    """Absent BatchNorm counters (listed as skipped by records before issue 8) change no feature: no mark."""
+    def rec(name, skipped):
+        return {"checkpoint": {"name": name}, "task": {"name": "digits", "version": 1}, "seed": None,
+                "protocol": {"name": "knn", "version": 1, "params": {}}, "status": "ok", "metrics": {"top1": 0.5},
+                "created": "2026-01-01T00:00:00+00:00", "details": {"features": {"load": {"skipped": skipped}}}}
+
+    table = render_table([rec("a", ["features.1.num_batches_tracked"]), rec("b", ["fc_norm.weight", "fc_norm.bias"]),
+                          rec("c", [])], fmt="csv")
+    assert table.splitlines()[1:] == ["a,50.0", "b [partial: 2 tensors at init],50.0", "c,50.0"]
