@@ -10,7 +10,8 @@ normalise, forward both views, inline loss, AdamW step, EMA / queue updates inli
     .venv/bin/python benchmarks/bench_pretrain.py [--threads 2] [--images 2048] [--batch 256] [--epochs 3] [--repeats 2]
 
 Timed: the whole training call on each side (model build included: under 1% of the time),
-best of --repeats, sides alternating. Prints images/s and the ratio evalbench / hand-written.
+best of --repeats, sides alternating. Prints images/s and the ratio evalbench / hand-written, against
+the plain (NCHW) loop and against the same loop in channels_last, the layout evalbench trains in.
 """
 from __future__ import annotations
 
@@ -64,12 +65,15 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, t: float) -> torch.Tensor:
     return F.cross_entropy(sim, target)
 
 
-def hand_loop(method: str, images: torch.Tensor, cfg) -> float:
-    """A plain loop, written as a researcher would; returns the wall time."""
+def hand_loop(method: str, images: torch.Tensor, cfg, *, nhwc: bool = False) -> float:
+    """A plain loop, written as a researcher would; returns the wall time. ``nhwc``: the same loop with
+    the model and the views in channels_last, as evalbench's trainer runs them (the strict peer)."""
     t0 = time.perf_counter()
     torch.manual_seed(0)
     enc = build_encoder("builtin:small-cnn", in_chans=3).model  # the same nn.Module a user would write
     net = nn.Sequential(enc, mlp(128, 256, 64))
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
+    net.to(memory_format=fmt)
     pred = mlp(64, EXTRA[method].get("predictor", {}).get("hidden_dim", 64), 64) if method in ("byol", "simsiam") else None
     target = copy.deepcopy(net).requires_grad_(False) if method in ("moco", "byol") else None
     queue = F.normalize(torch.randn(1024, 64), dim=1) if method == "moco" else None
@@ -83,8 +87,8 @@ def hand_loop(method: str, images: torch.Tensor, cfg) -> float:
         perm = torch.randperm(len(images), generator=g)
         for s in range(len(images) // cfg.batch_size):
             b = images[perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]]
-            x1 = (augment(b).float() / 255 - mean) / 0.5
-            x2 = (augment(b).float() / 255 - mean) / 0.5
+            x1 = ((augment(b).float() / 255 - mean) / 0.5).contiguous(memory_format=fmt)
+            x2 = ((augment(b).float() / 255 - mean) / 0.5).contiguous(memory_format=fmt)
             if method == "simclr":
                 loss = nt_xent(net(x1), net(x2), 0.5)
             elif method == "moco":
@@ -141,13 +145,14 @@ def main() -> None:
     rows = []
     for method in a.methods:
         cfg = config(method, batch=a.batch, epochs=a.epochs)
-        ours, hand = [], []
+        ours, hand, hand_nhwc = [], [], []
         for _ in range(a.repeats):
             ours.append(evalbench_run(images, labels, cfg))
             hand.append(hand_loop(method, torch.from_numpy(images), cfg))
-        o, h = seen / min(ours), seen / min(hand)
+            hand_nhwc.append(hand_loop(method, torch.from_numpy(images), cfg, nhwc=True))
+        o, h, hn = seen / min(ours), seen / min(hand), seen / min(hand_nhwc)
         rows.append({"method": method, "evalbench_img_s": round(o, 1), "hand_img_s": round(h, 1),
-                     "ratio": round(o / h, 3)})
+                     "ratio": round(o / h, 3), "hand_nhwc_img_s": round(hn, 1), "ratio_vs_nhwc": round(o / hn, 3)})
     head = (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
             f"torch {torch.__version__} ({a.threads} threads); {a.images} images 32x32x3, batch {a.batch}, "
             f"{a.epochs} epochs, best of {a.repeats}")
