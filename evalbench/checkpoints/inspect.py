@@ -39,11 +39,12 @@ def inspect_checkpoint(path: Path, *, arch: Optional[str] = None, in_chans: Opti
     }
     if arch is None:
         return info
-    in_chans = in_chans or default_data_config(arch).in_chans
+    data = default_data_config(arch, in_chans=in_chans)
+    in_chans = data.in_chans
     target = Target.of(build_encoder(arch, in_chans=in_chans).model)
     fit = fit_checkpoint(u, target, arch=arch, rules=rules, source=str(path))
     info["fit"] = {
-        "arch": arch, "in_chans": in_chans, "ok": fit.ok, "prefix": u.prefix + fit.prefix, "renamed": fit.renamed,
+        "arch": arch, "in_chans": in_chans, "preprocessing": data.as_dict(), "ok": fit.ok, "prefix": u.prefix + fit.prefix, "renamed": fit.renamed,
         "filled": len(fit.mapping), "encoder_tensors": fit.encoder_tensors, "encoder_total": len(target.shapes),
         "encoder_values": target.values,
         "missing": fit.missing, "mismatched": fit.mismatched, "unexpected": fit.unexpected,
@@ -92,6 +93,8 @@ def format_inspection(info: dict) -> str:
     counters = f" ({len(fit['defaulted'])} BatchNorm counters absent: default)" if fit["defaulted"] else ""
     lines += ["", f"against     {fit['arch']} (in_chans {fit['in_chans']}): {fit['encoder_total']} tensors, "
                   f"{fit['encoder_values']:,} values",
+              "preprocess  " + ", ".join(f"{k} {v}" for k, v in fit["preprocessing"].items())
+              + " (the arch's default; a suite entry overrides it with `preprocessing:`)",
               f"fit         {'loads strictly' if fit['ok'] else 'does NOT load'}: {fit['filled']} of "
               f"{fit['encoder_tensors']} filled{counters}, prefix {fit['prefix']!r}, {fit['renamed']} renamed by rules"]
     for key, label in (("missing", "missing"), ("mismatched", "mis-shaped"), ("unexpected", "unexpected"),

@@ -22,7 +22,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-import torch
 from torch import nn
 
 from evalbench.checkpoints.layouts import Unwrapped

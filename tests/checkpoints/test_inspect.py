@@ -19,14 +19,12 @@ from safetensors.torch import save_file
 from evalbench.checkpoints.inspect import inspect_checkpoint
 from evalbench.cli import main
 from evalbench.core.errors import ConfigError
-from evalbench.data.base import ArraySource
 from evalbench.features.artifact import Features
 from evalbench.features.extract import extract_features
 from evalbench.protocols import PROBES
 from evalbench.results.store import RecordStore
 from evalbench.results.tables import render_table
 from evalbench.run.runner import run_suite
-from evalbench.specs.protocol import resolve_protocol
 from evalbench.specs.suite import load_suite
 from evalbench.specs.task import load_task, resolve_task
 from tests.checkpoints.helpers import CPU, SMALL, TIMM, assert_same_numbers, load_encoder, source, spec_for
@@ -67,6 +65,8 @@ def test_inspect__json_names_layout_candidates_drops_and_fit(tmp_path, capsys):
     assert info["dropped"]["state_dict.module.queue"] == "negative queue"
     assert info["dropped"]["state_dict.module.encoder_k.features.0.weight"] == "candidate key (not selected)"
     fit = info["fit"]
+    assert fit["preprocessing"] == {"in_chans": 1, "input_size": None, "mean": [0.5], "std": [0.5],
+                                    "interpolation": "bilinear"}  # the arch's default, recorded per checkpoint
     assert (fit["ok"], fit["filled"], fit["encoder_tensors"], fit["missing"], fit["unexpected"]) == (True, 18, 18, [], [])
     assert fit["dropped"] == {"state_dict.module.encoder_q.fc.0.weight": "head (fc)"} and info["proposal"] is None
 
@@ -273,3 +273,15 @@ def test_table__only_skipped_encoder_tensors_mark_a_row():
     table = render_table([rec("a", ["features.1.num_batches_tracked"]), rec("b", ["fc_norm.weight", "fc_norm.bias"]),
                           rec("c", [])], fmt="csv")
     assert table.splitlines()[1:] == ["a,50.0", "b [partial: 2 tensors at init],50.0", "c,50.0"]
+
+
+def test_run__trust_pickle_from_the_command_line_and_the_record_says_so(tmp_path, capsys):
+    torch.save({"state_dict": source().model.state_dict(), "best_acc": np.float64(71.5)}, tmp_path / "ck.pth")
+    suite = write_suite(tmp_path / "suite.yaml", checkpoints=[{"name": "ck", "arch": SMALL, "path": "ck.pth"}],
+                        tasks=["digits"], protocols=["knn"])
+    args = ["run", str(suite), "--executor", "local", "--results", str(tmp_path / "res")]
+    assert main(args) == 1
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert main(args + ["--trust-pickle"]) == 0
+    ok = [r for r in RecordStore(tmp_path / "res").records() if r.ok]
+    assert len(ok) == 1 and ok[0].details["features"]["load"]["unpickled"] is True
