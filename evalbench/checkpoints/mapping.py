@@ -70,9 +70,12 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+HEAD_SUFFIXES = ("_head", "_predictor", "_projector", "_classifier")  # online_predictor (byol-pytorch), aux_head, ...
+
+
 def head_part(name: str) -> Optional[str]:
     """The head component of a name (``module.encoder_q.fc.0.weight`` -> 'fc'), if any."""
-    return next((c for c in name.split(".")[:-1] if c in HEAD_NAMES), None)
+    return next((c for c in name.split(".")[:-1] if c in HEAD_NAMES or c.endswith(HEAD_SUFFIXES)), None)
 
 
 def _tensors(n: int) -> str:

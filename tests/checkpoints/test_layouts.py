@@ -175,3 +175,22 @@ def test_layout__torchvision_resnet18_with_fc(tmp_path, arch):
     reference = source(arch, seed=0, in_chans=3)  # the original without its classifier, loaded in memory
     reference.model.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith("fc.")})
     assert_same_numbers(encoder, reference, spec)
+
+
+def test_layout__byol_pytorch_learner_state_dict(tmp_path):
+    """lucidrains/byol-pytorch: online_encoder.net (the whole model, its fc included), a projector and an
+    `online_predictor` beside it; the target copy under target_encoder."""
+    timm = pytest.importorskip("timm")
+    online = scramble(timm.create_model("test_resnet", num_classes=10), 1)
+    target = scramble(timm.create_model("test_resnet", num_classes=10), 2)
+    sd = {**pre("online_encoder.net.", online.state_dict()), **head("online_encoder.projector.net.0.weight"),
+          **pre("target_encoder.net.", target.state_dict()), **head("online_predictor.net.0.weight")}
+    torch.save(sd, tmp_path / "learner.pt")
+    spec = spec_for(tmp_path, TIMM, "learner.pt")
+    encoder, report = load_encoder(spec)
+    assert (report["layout"], report["selected"], report["prefix"]) == ("byol", "online", "online_encoder.net.")
+    assert report["dropped"] == {"head": 4, "candidate target": 92}  # fc.weight, fc.bias, projector, predictor
+    reference = source(TIMM, seed=0, in_chans=3)
+    online.reset_classifier(0)
+    reference.model.load_state_dict(online.state_dict())
+    assert_same_numbers(encoder, reference, spec)
