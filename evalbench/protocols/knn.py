@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from evalbench.core.errors import ConfigError
 from evalbench.features.artifact import Features
+from evalbench.protocols.bootstrap import Predictions
 from evalbench.protocols.base import PROBES, ProbeResult
 
 try:  # optional engine: the field's exact-search library
@@ -108,4 +109,5 @@ def knn_probe(features: Features, *, params: dict, seed: int, device: torch.devi
                         chunk=int(params["chunk_size"]))
     metrics = {metric_name(k, T): float((p == test_y).float().mean()) for (k, T), p in preds.items()}
     engine = "faiss" if faiss is not None and device.type == "cpu" else "torch"
-    return ProbeResult(metrics, {"bank_size": len(bank_x), "queries": len(test_x), "search": engine})
+    predictions = Predictions(test_y.cpu().numpy(), {metric_name(k, T): p.cpu().numpy() for (k, T), p in preds.items()})
+    return ProbeResult(metrics, {"bank_size": len(bank_x), "queries": len(test_x), "search": engine}, predictions)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from evalbench.features.artifact import Features
+from evalbench.protocols.bootstrap import Predictions
 from evalbench.protocols.base import PROBES, ProbeResult
 
 Params = tuple[torch.Tensor, torch.Tensor]  # W (D, C), b (C,)
@@ -283,8 +284,12 @@ def grad_norm(params: Params, x: torch.Tensor, y: torch.Tensor, *, l2: float) ->
     return float(torch.cat([gw.flatten(), gb]).abs().max())
 
 
+def predict(params: Params, x: torch.Tensor) -> torch.Tensor:
+    return (x @ params[0] + params[1]).argmax(1)
+
+
 def accuracy(params: Params, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(((x @ params[0] + params[1]).argmax(1) == y).float().mean())
+    return float((predict(params, x) == y).float().mean())
 
 
 def select_l2(x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
@@ -320,4 +325,5 @@ def linear_probe(features: Features, *, params: dict, seed: int, device: torch.d
     details = {"l2": l2, "val_top1": curve[l2], "l2_at_grid_edge": l2 in (min(grid), max(grid)),
                "refit_grad_max": refit_grad, "grid_grad_max": grid_grad,
                "val_curve": {f"{k:g}": v for k, v in sorted(curve.items())}}
-    return ProbeResult({"top1": accuracy(final, x_test, y_test)}, details)
+    predictions = Predictions(y_test.cpu().numpy(), {"top1": predict(final, x_test).cpu().numpy()})
+    return ProbeResult({"top1": accuracy(final, x_test, y_test)}, details, predictions)

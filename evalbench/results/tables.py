@@ -1,6 +1,7 @@
 """Records -> tables: rows are checkpoints, columns are `task / protocol metric`, cells mean ± std
 over seeds (top-1 in %) where a stochastic protocol ran with several seeds; a deterministic
-protocol runs once and its cells carry no ±. A row whose encoder has tensors a skip left at
+protocol runs once and its cells carry no ±, but the run's 95% interval in brackets (its record's
+``details.ci95``: bootstrap over test examples, or over episodes for few-shot). A row whose encoder has tensors a skip left at
 initialisation is marked ``[partial: N tensors at init]``. Only the newest ok record per (checkpoint, task, protocol, params, seed)
 counts, so re-running after fixing a checkpoint replaces its old numbers.
 """
@@ -45,11 +46,13 @@ def records_frame(records: Iterable[Record | dict]) -> pd.DataFrame:
         row_label = c["name"] + (" (random init)" if c.get("random_init") else "") + _partial_mark(r)
         pretrain = (c.get("meta") or {}).get("pretrain") or {}
         knobs = {"method": pretrain.get("method"), **(pretrain.get("knobs") or {})} if pretrain else {}
+        ci = (r.get("details") or {}).get("ci95") or {}
         for metric, value in r["metrics"].items():
+            lo, hi = ci.get(metric) or (float("nan"), float("nan"))
             rows.append({"checkpoint": row_label, "task": r["task"]["name"], "protocol": f"{p['name']}@{p['version']}",
                          "params": _params_id(p["params"]), "metric": metric, "seed": r["seed"],
-                         "value": float(value), "created": r["created"], "knobs": knobs})
-    cols = ["checkpoint", "task", "protocol", "params", "metric", "seed", "value", "created", "knobs"]
+                         "value": float(value), "created": r["created"], "knobs": knobs, "lo": lo, "hi": hi})
+    cols = ["checkpoint", "task", "protocol", "params", "metric", "seed", "value", "created", "knobs", "lo", "hi"]
     df = pd.DataFrame(rows, columns=cols)
     return df.sort_values("created").drop_duplicates(cols[:6], keep="last")
 
@@ -65,7 +68,9 @@ def summary_frame(df: pd.DataFrame, *, task: Optional[str] = None, protocol: Opt
     variants = df.groupby(["task", "protocol"])["params"].transform("nunique")
     proto = df["protocol"].where(variants == 1, df["protocol"] + "#" + df["params"])
     df = df.assign(column=df["task"] + " / " + proto + " " + df["metric"])
-    agg = df.groupby(["checkpoint", "column"], sort=True)["value"].agg(["mean", "std", "count"]).reset_index()
+    agg = df.groupby(["checkpoint", "column"], sort=True).agg(
+        mean=("value", "mean"), std=("value", "std"), count=("value", "count"),
+        lo=("lo", "mean"), hi=("hi", "mean")).reset_index()  # lo, hi: the 95% interval (shown for one run)
     # columns grouped by task / protocol; metrics keep the order the probe reported them in
     metric_rank = {m: i for i, m in enumerate(dict.fromkeys(df["metric"]))}
     order = sorted(df["column"].unique(), key=lambda c: (c.rsplit(" ", 1)[0], metric_rank[c.rsplit(" ", 1)[1]]))
@@ -76,10 +81,13 @@ def summary_frame(df: pd.DataFrame, *, task: Optional[str] = None, protocol: Opt
 COLLAPSED = "collapsed"  # the diagnostics protocol's flag: shown on the row, not as a column
 
 
-def _cell(mean: float, std: float, n: int, *, metric: str) -> str:
-    """Top-1 metrics in %, other metrics (diagnostics) with 3 significant digits; ± only over several seeds."""
+def _cell(mean: float, std: float, n: int, *, metric: str, lo: float = float("nan"), hi: float = float("nan")) -> str:
+    """Top-1 metrics in %, other metrics (diagnostics) with 3 significant digits; ± only over several seeds;
+    one run's 95% interval (the record's details.ci95) in brackets after its value, where it has one."""
     fmt = (lambda v: f"{100 * v:.1f}") if metric.startswith("top1") else (lambda v: f"{v:.3g}")
-    return fmt(mean) if n < 2 else f"{fmt(mean)} ± {fmt(std)}"
+    if n >= 2:
+        return f"{fmt(mean)} ± {fmt(std)}"
+    return fmt(mean) if pd.isna(lo) or pd.isna(hi) else f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
 
 
 def knob_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -100,7 +108,8 @@ def knob_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_table(records: Iterable[Record | dict], *, fmt: str = "github", task: Optional[str] = None,
-                 protocol: Optional[str] = None) -> str:
+                 protocol: Optional[str] = None, ci: bool = True) -> str:
+    """The table; ``ci``: a single run's cell shows its 95% interval beside the value."""
     frame = records_frame(records)
     summary = summary_frame(frame, task=task, protocol=protocol)
     if summary.empty:
@@ -109,8 +118,10 @@ def render_table(records: Iterable[Record | dict], *, fmt: str = "github", task:
     collapsed = summary[(metric == COLLAPSED) & (summary["mean"] > 0)]
     flags = collapsed.groupby("checkpoint")["column"].agg(lambda cs: sorted({str(c).split(" / ")[0] for c in cs}))
     summary = summary[metric != COLLAPSED].assign(metric=metric[metric != COLLAPSED])
-    summary["cell"] = [_cell(m, s, n, metric=mt) for m, s, n, mt in
-                       zip(summary["mean"], summary["std"], summary["count"], summary["metric"])]
+    nan = float("nan")
+    summary["cell"] = [_cell(m, s, n, metric=mt, lo=lo if ci else nan, hi=hi if ci else nan) for m, s, n, mt, lo, hi in
+                       zip(summary["mean"], summary["std"], summary["count"], summary["metric"], summary["lo"],
+                           summary["hi"])]
     wide = summary.pivot(index="checkpoint", columns="column", values="cell")
     wide = wide.astype(object).where(wide.notna(), "–")
     wide.columns = [str(c) for c in wide.columns]

@@ -30,6 +30,7 @@ from evalbench.pretrain.checkpoint import pretrain_metadata, save_checkpoint
 from evalbench.pretrain.config import PretrainConfig
 from evalbench.pretrain.trainer import pretrain
 from evalbench.protocols import PROBES
+from evalbench.results.predictions import interval_details
 from evalbench.results.store import ArtifactStore
 from evalbench.run.stages import STAGE_KINDS, Stage, StageKind, StageOutput, WorkerContext
 from evalbench.specs.checkpoint import CheckpointSpec, FileWeights, RandomWeights, StageWeights
@@ -189,10 +190,13 @@ def run_probe(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> 
     t0 = time.perf_counter()
     result = PROBES.get(protocol.implementation)(features, params=protocol.params, seed=stage.inputs["seed"],
                                                   device=pick_device())
-    details = {**result.details, "feature_dim": features.dim, "features": features.meta}
+    details = {**result.details, "feature_dim": features.dim, "features": features.meta,
+               **interval_details(result, storage=Path(ctx.storage), key=stage.identity)}
     return StageOutput(stage.identity, "ok", result.metrics, details, timing={"probe": round(time.perf_counter() - t0, 3)})
 
 
 STAGE_KINDS.register("pretrain")(StageKind("pretrain", version=1, produces="artifact", run=run_pretrain))
 STAGE_KINDS.register("extract")(StageKind("extract", version=1, produces="artifact", run=run_extract))
-STAGE_KINDS.register("probe")(StageKind("probe", version=1, produces="record", run=run_probe))
+# version 2 of probe: records carry a 95% interval per metric (details.ci95) and their per-example test
+# predictions (artifacts/predictions/<key>.npz); version-1 records have neither, so they are computed again
+STAGE_KINDS.register("probe")(StageKind("probe", version=2, produces="record", run=run_probe))

@@ -54,3 +54,11 @@ def test_table__collapsed_features_are_flagged_on_the_row_and_diagnostics_are_no
     csv = render_table([_rec("a", 0.9), diag, _rec("b", 0.8)], fmt="csv")
     assert "a [COLLAPSED on digits],0.0123,90.0" in csv
     assert "collapsed" not in csv.splitlines()[0] and csv.count("COLLAPSED") == 1
+
+
+def test_table__a_single_runs_cell_shows_its_95_interval():
+    r = _rec("a", 0.9)
+    r["details"] = {"ci95": {"top1": [0.85, 0.94]}}
+    assert "90.0 [85.0, 94.0]" in render_table([r], fmt="github")
+    assert "[" not in render_table([r], fmt="github", ci=False).split("\n", 2)[2]
+    assert "90.0 [" not in render_table([r, {**_rec("a", 0.8, seed=1), "details": r["details"]}], fmt="github")
