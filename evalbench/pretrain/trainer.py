@@ -27,7 +27,7 @@ from evalbench.core.atomic import atomic_path
 from evalbench.core.errors import EvalbenchError
 from evalbench.data.base import ImageSource
 from evalbench.encoders import Encoder, build_encoder, preprocess
-from evalbench.features.extract import MEMORY_FORMAT, to_memory_format
+from evalbench.features.extract import MEMORY_FORMAT
 from evalbench.pretrain.augment import build_augment, two_views
 from evalbench.pretrain.config import PretrainConfig
 from evalbench.pretrain.distributed import Shard, mean_over_workers
@@ -100,7 +100,10 @@ def pretrain(cfg: PretrainConfig, source: ImageSource, *, num_classes: int, stat
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.arch, in_chans=cfg.data.in_chans)
-    method = METHODS.get(cfg.method)(cfg, encoder, num_classes).to(device, memory_format=MEMORY_FORMAT)
+    # channels_last in one process; data-parallel keeps NCHW (DDP's gradient buckets with channels_last
+    # parameters gave other updates than the one-process emulation: tests/run/test_train_ray.py)
+    fmt = torch.contiguous_format if shard.distributed else MEMORY_FORMAT
+    method = METHODS.get(cfg.method)(cfg, encoder, num_classes).to(device, memory_format=fmt)
     step_fn: torch.nn.Module = method
     opt = build_optimizer(cfg.optimizer, param_groups(method, cfg.optimizer.weight_decay))
     steps_per_epoch = len(source) // cfg.batch_size  # global batches (DistributedSampler: the same count)
@@ -128,7 +131,7 @@ def pretrain(cfg: PretrainConfig, source: ImageSource, *, num_classes: int, stat
         losses = []
         for images, labels in loader:
             v1, v2 = two_views(augment, images)
-            x1, x2 = (to_memory_format(preprocess(v.to(device), cfg.data)) for v in (v1, v2))
+            x1, x2 = (preprocess(v.to(device), cfg.data).contiguous(memory_format=fmt) for v in (v1, v2))
             loss = step_fn(x1, x2, labels.to(device))
             seen_loss = mean_over_workers(loss)  # every worker sees the same value: they stop together
             if not torch.isfinite(seen_loss):

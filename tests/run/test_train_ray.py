@@ -34,7 +34,7 @@ def _emulate_two_workers(cfg, source, num_classes: int) -> dict[str, torch.Tenso
     summed, as the gather-with-grad + DDP mean gives). Returns worker 0's final state_dict."""
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.arch, in_chans=cfg.data.in_chans)
-    m0 = METHODS.get(cfg.method)(cfg, encoder, num_classes)
+    m0 = METHODS.get(cfg.method)(cfg, encoder, num_classes)  # NCHW, as the trainer's data-parallel path
     models = [m0, copy.deepcopy(m0)]
     opts = [build_optimizer(cfg.optimizer, param_groups(m, cfg.optimizer.weight_decay)) for m in models]
     steps = len(source) // cfg.batch_size
