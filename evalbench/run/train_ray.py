@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -38,8 +39,8 @@ def _train_loop(config: dict) -> None:
     state_dir = Path(config["state_dir"])
     torch.set_num_threads(config["threads"])
     result = pretrain(cfg, load_task(task).train, num_classes=task.num_classes, state_dir=state_dir,
-                      device=ray.train.torch.get_device(), shard=shard)
-    if shard.is_main:
+                      device=ray.train.torch.get_device(), shard=shard, stop_after=config.get("stop_after"))
+    if shard.is_main and result.epochs == cfg.epochs:
         with atomic_path(state_dir / FINAL) as tmp:
             tmp.mkdir()
             save_file({k: v.detach().cpu().contiguous() for k, v in result.encoder.model.state_dict().items()},
@@ -62,8 +63,12 @@ def _worker_error(e: Exception) -> Exception:
     return EvalbenchError(f"data-parallel training failed: {first or str(e).strip().splitlines()[0]}")
 
 
-def fit_data_parallel(cfg: PretrainConfig, task: TaskSpec, *, state_dir: Path, threads: int = 1) -> PretrainResult:
-    """Run ``cfg.workers`` Ray Train workers on the connected Ray cluster; return worker 0's result."""
+def fit_data_parallel(cfg: PretrainConfig, task: TaskSpec, *, state_dir: Path, threads: int = 1,
+                      stop_after: Optional[int] = None) -> Optional[PretrainResult]:
+    """Run ``cfg.workers`` Ray Train workers on the connected Ray cluster; return worker 0's result.
+
+    ``stop_after``: end after that many epochs in total (the state saved), as a time-limited job
+    would; returns None then, and a later call with the same ``state_dir`` resumes from there."""
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -76,7 +81,8 @@ def fit_data_parallel(cfg: PretrainConfig, task: TaskSpec, *, state_dir: Path, t
     per_worker = {"CPU": threads, **({"GPU": 1} if use_gpu else {})}
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"cfg": cfg, "task": task, "state_dir": str(state_dir), "threads": threads},
+        train_loop_config={"cfg": cfg, "task": task, "state_dir": str(state_dir), "threads": threads,
+                           "stop_after": stop_after},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         run_config=RunConfig(name="ray-train", storage_path=str(state_dir.resolve()),
@@ -87,6 +93,8 @@ def fit_data_parallel(cfg: PretrainConfig, task: TaskSpec, *, state_dir: Path, t
             trainer.fit()
     except Exception as e:  # noqa: BLE001 - Ray Train wraps the workers' errors
         raise _worker_error(e) from None
+    if stop_after is not None and stop_after < cfg.epochs:
+        return None
     if not (final / "result.json").is_file():
         raise EvalbenchError(f"data-parallel training ended without worker 0's weights in {final}")
     meta = json.loads((final / "result.json").read_text())

@@ -134,3 +134,20 @@ def test_sweep_point_with_two_workers_trains_through_ray_train_and_is_evaluated(
     assert "3 evaluations: 3 ran ok" in err
     assert out.splitlines()[0].startswith("point,workers,digits / knn")
     assert "\np1,2," in out
+
+
+@pytest.mark.slow
+def test_ray_train_killed_after_an_epoch_resumes_and_ends_with_the_uninterrupted_weights(ray_session, tmp_path):
+    """Worker 0 saves the state each epoch; a run stopped after epoch 1 resumes at epoch 1 (every worker
+    loads that state) and ends with the weights of an uninterrupted 2-epoch run."""
+    from evalbench.run.train_ray import fit_data_parallel
+
+    cfg = _config("simclr", epochs=2, checkpoint_every=1)
+    task = resolve_task("digits")
+    whole = fit_data_parallel(cfg, task, state_dir=tmp_path / "whole")
+    assert fit_data_parallel(cfg, task, state_dir=tmp_path / "cut", stop_after=1) is None
+    resumed = fit_data_parallel(cfg, task, state_dir=tmp_path / "cut")
+    assert (whole.resumed_from, resumed.resumed_from) == (0, 1)
+    assert resumed.loss_curve == pytest.approx(whole.loss_curve, abs=1e-6)
+    a, b = whole.encoder.model.state_dict(), resumed.encoder.model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
