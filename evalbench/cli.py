@@ -26,11 +26,13 @@ def _run_and_report(suite, a: argparse.Namespace, render: Callable[[list], str])
     from evalbench.run.runner import format_summary, run_suite
 
     results = RecordStore(Path(a.results))
+    dry_run = getattr(a, "dry_run", False)
     summary = run_suite(suite, results=results, artifacts=ArtifactStore(Path(a.storage or a.results)),
-                        executor=a.executor, address=a.address, num_cpus=a.num_cpus)
-    keys = set(summary.keys)
-    print(render([r for r in results.records() if r.key in keys]))
-    _report_problems(results.problems)
+                        executor=a.executor, address=a.address, num_cpus=a.num_cpus, dry_run=dry_run)
+    if not dry_run:
+        keys = set(summary.keys)
+        print(render([r for r in results.records() if r.key in keys]))
+        _report_problems(results.problems)
     print(format_summary(summary), file=sys.stderr)
     return 0 if summary.success else 1
 
@@ -228,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", default="ray", choices=["ray", "local"], help="ray (default) or local in-process")
     r.add_argument("--address", default=None, help="Ray cluster address to join (default: embedded local Ray)")
     r.add_argument("--num-cpus", type=int, default=None, help="CPUs for embedded local Ray (default: all)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="check the suite, the stores and the cluster and show what would run; run nothing, start no Ray")
     r.add_argument("--amp", action="store_true",
                    help="extract features under float16 autocast on CUDA GPUs (a separate identity from fp32 features)")
     r.add_argument("--format", default="github", help="table format: github, latex, html, csv, plain")
@@ -275,9 +279,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     try:
         return COMMANDS.get(a.command)(a)
-    except (EvalbenchError, KeyError) as e:
-        print(f"evalbench: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+    except (EvalbenchError, KeyError, OSError) as e:  # bad input or environment: one paragraph, no traceback
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"evalbench: error: {' '.join(str(message).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("evalbench: interrupted; records written so far are kept, run again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
-from evalbench.core.errors import CheckpointError
+from evalbench.core.errors import CheckpointError, plain_message
 
 # plain data holders real checkpoints pickle beside the weights (DINO, solo-learn save `args`)
 SAFE_GLOBALS = [argparse.Namespace]
@@ -57,8 +57,9 @@ def _refusal(e: BaseException) -> str:
     if refused:
         return (f"it pickles a {refused.group(1)} object, which weights-only loading refuses (unpickling it could "
                 f"run code); {TRUST_HINT}")
-    first = (str(e).strip().splitlines() or [""])[0][:200]
-    return (f"{type(e).__name__}: {first}; the file may be truncated or corrupt, or hold pickled objects other than "
+    first = plain_message((str(e).strip().splitlines() or [""])[0], limit=300)  # whole sentences only
+    what = f"{type(e).__name__}: {first}" if first else f"{type(e).__name__}, no message from torch"
+    return (f"{what}; the file may be truncated or corrupt, or hold pickled objects other than "
             "tensors: re-save the weights with torch.save(model.state_dict(), ...) or safetensors")
 
 
@@ -84,7 +85,9 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> RawCheckpoint:
     """Read ``path`` safely (see the module doc); any unusable file is a CheckpointError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint file {path} does not exist")
+        raise CheckpointError(f"checkpoint file {path} " + ("is a directory, not a file" if path.is_dir() else "does not exist"))
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file {path} is empty (0 bytes): an interrupted download or copy? fetch it again")
     try:
         if _is_safetensors(path):
             from safetensors import safe_open

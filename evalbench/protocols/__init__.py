@@ -1,5 +1,5 @@
 """Frozen-feature probes (knn, linear), registered by name in PROBES."""
-from evalbench.protocols.base import PROBES, Probe, ProbeResult
+from evalbench.protocols.base import PARAMS, PROBES, Probe, ProbeParams, ProbeResult, TaskSizes
 from evalbench.protocols import diagnostics as _diagnostics, knn as _knn, linear as _linear  # noqa: E402,F401  (register the probes)
 
-__all__ = ["PROBES", "Probe", "ProbeResult"]
+__all__ = ["PARAMS", "PROBES", "Probe", "ProbeParams", "ProbeResult", "TaskSizes"]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from evalbench.core.registry import Registry
+from evalbench.core.validate import Doc
 from evalbench.protocols.bootstrap import Predictions
 
 
@@ -25,3 +26,25 @@ class ProbeResult:
 
 Probe = Callable[..., ProbeResult]
 PROBES: Registry[Probe] = Registry("probe implementation", "evalbench list protocols")
+
+
+@dataclass(frozen=True)
+class TaskSizes:
+    """How many images a task's splits hold (from its split file, known before any data is read)."""
+
+    task: str
+    bank: int  # train + val: what a probe without a selection step (k-NN) fits on
+    test: Optional[int]  # None: the dataset has a test set of its own (its size is known once loaded)
+
+
+class ProbeParams(Doc):
+    """A probe's params, typed with their ranges (core.validate), registered in PARAMS under the
+    probe's implementation name. The protocol YAML's params and a suite's overrides are validated
+    with it at the edge, before any work; ``check_sizes`` checks what needs the task's sizes."""
+
+    def check_sizes(self, sizes: TaskSizes) -> list[tuple[tuple, str]]:
+        """(path inside params, message) for every value the task is too small for."""
+        return []
+
+
+PARAMS: Registry[type[ProbeParams]] = Registry("probe params model", "evalbench list protocols")

@@ -37,15 +37,27 @@ nothing is fitted or chosen here, so no split is held out, and pooling gives sma
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from evalbench.core.errors import EvalbenchError
+from evalbench.core.validate import NonNegFloat, PositiveFloat, Seed
 from evalbench.features.artifact import Features
-from evalbench.protocols.base import PROBES, ProbeResult
+from evalbench.protocols.base import PARAMS, PROBES, ProbeParams, ProbeResult
 
 SPLIT_ORDER = ("train", "val", "test")
+
+
+@PARAMS.register("diagnostics")
+class DiagnosticsParams(ProbeParams):
+    max_samples: Annotated[int, Field(ge=2, description="an integer >= 2 (rows of the subsample)")]
+    subsample_seed: Seed
+    uniformity_t: PositiveFloat
+    collapse_std_threshold: NonNegFloat
+    constant_tol: NonNegFloat
 
 
 def subsample(n: int, max_samples: int, *, seed: int) -> torch.Tensor:

@@ -14,13 +14,17 @@ float32 ties (items whose similarities differ by rounding).
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 
 from evalbench.core.errors import ConfigError
+from evalbench.core.validate import Doc, PositiveInt
 from evalbench.features.artifact import Features
 from evalbench.protocols.bootstrap import Predictions
-from evalbench.protocols.base import PROBES, ProbeResult
+from evalbench.protocols.base import PARAMS, PROBES, ProbeParams, ProbeResult, TaskSizes
 
 try:  # optional engine: the field's exact-search library
     import faiss
@@ -32,7 +36,35 @@ class BankTooSmallError(ConfigError):
     """A k-NN setting asks for more neighbours than the bank holds (no silent clamping: DESIGN.md §7.3)."""
 
 
+class KnnSetting(Doc):
+    k: Annotated[int, Field(ge=1, description="an integer >= 1 (neighbours; at most the bank size, train + val)")]
+    T: Annotated[float, Field(gt=0, allow_inf_nan=False, description="a finite number > 0 (the vote temperature)")]
+
+
+@PARAMS.register("knn")
+class KnnParams(ProbeParams):
+    settings: Annotated[list[KnnSetting], Field(min_length=1, description="a non-empty list of {k, T}")]
+    chunk_size: PositiveInt
+
+    @field_validator("settings")
+    @classmethod
+    def _distinct(cls, settings: list[KnnSetting]) -> list[KnnSetting]:
+        names = [metric_name(s.k, s.T) for s in settings]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"two settings report the same metric {dup!r}; list each (k, T) once")
+        return settings
+
+    def check_sizes(self, sizes: TaskSizes) -> list[tuple[tuple, str]]:
+        return [(("settings", i, "k"), f"got {s.k}; allowed: at most {sizes.bank}, the size of the k-NN bank of task "
+                 f"{sizes.task!r} (train + val); lower k or use a task with more training data")
+                for i, s in enumerate(self.settings) if s.k > sizes.bank]
+
+
+
 def check_k(k: int, bank_size: int) -> None:
+    if k < 1:
+        raise ConfigError(f"k-NN asks for k={k} neighbours; k must be at least 1")
     if k > bank_size:
         raise BankTooSmallError(
             f"k-NN asks for k={k} neighbours but the bank (train + val) holds only {bank_size} items; "

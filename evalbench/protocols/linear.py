@@ -24,16 +24,34 @@ features are); the reported refit gradient is checked in float64 and polished th
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Annotated, Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 
+from evalbench.core.validate import PositiveFloat
 from evalbench.features.artifact import Features
 from evalbench.protocols.bootstrap import Predictions
-from evalbench.protocols.base import PROBES, ProbeResult
+from evalbench.protocols.base import PARAMS, PROBES, ProbeParams, ProbeResult
 
 Params = tuple[torch.Tensor, torch.Tensor]  # W (D, C), b (C,)
+
+
+@PARAMS.register("linear")
+class LinearParams(ProbeParams):
+    l2_grid: Annotated[list[PositiveFloat], Field(min_length=1, description="a non-empty list of finite numbers > 0")]
+    max_iter: Annotated[int, Field(ge=1, description="an integer >= 1 (Newton steps per fit)")]
+    tol: Annotated[float, Field(gt=0, allow_inf_nan=False, description="a finite number > 0 (max-abs gradient)")] = 1e-6
+
+    @field_validator("l2_grid")
+    @classmethod
+    def _distinct(cls, grid: list[float]) -> list[float]:
+        dup = next((v for v in grid if grid.count(v) > 1), None)
+        if dup is not None:
+            raise ValueError(f"{dup:g} is listed twice; list each L2 strength once")
+        return grid
+
 SAMPLE_ROWS = 8192  # rows of the preconditioner's Hessian (all rows below this)
 FULL_HESSIAN_MAX = 3072  # C * (D + 1) above this: one Hessian block per class (the full one costs too much)
 NEAR_RATIO = 3.0  # a grid value within this factor of the previous one starts from its preconditioner

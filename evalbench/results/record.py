@@ -6,7 +6,7 @@ with a reason, so ``table`` skips it (saying so) and ``run`` evaluates its job a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Optional
 
 SCHEMA = 2
@@ -60,6 +60,9 @@ def _check(d: Any) -> None:
     if d.get("schema") != SCHEMA:
         raise InvalidRecord(f"schema {d.get('schema')!r}, expected {SCHEMA} (a record of another evalbench version, "
                             "or not a record)")
+    missing = [f.name for f in fields(Record) if f.name not in d and f.default is MISSING]
+    if missing:
+        raise InvalidRecord(f"field {missing[0]!r} missing")
     for k, t in _REQUIRED.items():
         if not isinstance(d.get(k), t):
             raise InvalidRecord(f"field {k!r} missing or not a {t.__name__ if isinstance(t, type) else t}")
@@ -74,6 +77,7 @@ def _check(d: Any) -> None:
     for part in ("task", "protocol"):
         if not isinstance(d[part].get("name"), str) or not isinstance(d[part].get("version"), int):
             raise InvalidRecord(f"{part}.name / {part}.version missing")
+    _check_shapes(d)
     if d["status"] == "ok":
         if not d["metrics"]:
             raise InvalidRecord("status ok without metrics")
@@ -83,6 +87,31 @@ def _check(d: Any) -> None:
             raise InvalidRecord(f"metric {bad[0]!r} is not a finite number")
     elif not isinstance(d.get("error"), str):
         raise InvalidRecord("status error without an error message")
+
+
+def _check_shapes(d: dict) -> None:
+    """The nested fields the tables read have the types they read them as (a damaged file is refused
+    here, with a reason, instead of failing `table` or `run` later)."""
+    c = d["checkpoint"]
+    if not isinstance(c.get("random_init", False), bool):
+        raise InvalidRecord("checkpoint.random_init is not true or false")
+    meta = c.get("meta", {})
+    if meta is not None and not isinstance(meta, dict):
+        raise InvalidRecord("checkpoint.meta is not a mapping")
+    for name in ("pretrain", "sweep"):
+        part = (meta or {}).get(name)
+        if part is not None and not isinstance(part, dict):
+            raise InvalidRecord(f"checkpoint.meta.{name} is not a mapping")
+    pretrain = (meta or {}).get("pretrain") or {}
+    if not isinstance(pretrain.get("knobs") or {}, dict):
+        raise InvalidRecord("checkpoint.meta.pretrain.knobs is not a mapping")
+    sweep = (meta or {}).get("sweep")
+    if sweep and not all(k in sweep for k in ("point", "label", "base", "overrides", "seed")):
+        raise InvalidRecord("checkpoint.meta.sweep lacks point, label, base, overrides or seed")
+    if not isinstance(d["protocol"].get("params"), dict):
+        raise InvalidRecord("protocol.params is not a mapping")
+    if d.get("error") is not None and not isinstance(d["error"], str):
+        raise InvalidRecord("error is not a string")
 
 
 @dataclass

@@ -12,21 +12,56 @@ another path keeps its identity.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
-from evalbench.core.errors import EvalbenchError
+from pydantic import Field, model_validator
+
+from evalbench.core.errors import ConfigError, EvalbenchError
 from evalbench.core.filehash import HashFile, sha256_file
 from evalbench.core.paths import TASKS_DIR
-from evalbench.core.yamlio import check_mapping, find_yaml, read_yaml, yaml_files
+from evalbench.core.validate import Doc, Fraction, Name, PositiveInt, Seed, Text, join_where, validate
+from evalbench.core.yamlio import find_yaml, read_yaml, yaml_files
 from evalbench.data import LOADERS
 from evalbench.data.splits import SplitSets, apply_split, make_split, read_split_file, write_split_file
+from evalbench.protocols import TaskSizes
 
-TASK_KEYS_REQUIRED = ("name", "version", "loader", "num_classes", "splits")
-TASK_KEYS_OPTIONAL = ("description", "root", "params", "metric", "install")
-SPLITS_KEYS = ("file", "val_fraction", "test_fraction", "seed")
+
+class SplitsDoc(Doc):
+    file: Name
+    val_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False, description="a number in (0, 1)")] = 0.1
+    test_fraction: Fraction = 0.0
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _leaves_train(self) -> "SplitsDoc":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves no "
+                             "training images; their sum must be below 1")
+        return self
+
+
+class TaskDoc(Doc):
+    """tasks/NAME.yaml as written (DESIGN.md §4)."""
+
+    name: Name
+    version: PositiveInt
+    loader: Name
+    num_classes: Annotated[int, Field(ge=2, description="an integer >= 2")]
+    splits: SplitsDoc
+    root: Optional[Name] = None
+    params: Optional[dict] = None
+    metric: Name = "top1"
+    description: Text = ""
+    install: Text = ""
+
+
+TASK_KEYS_REQUIRED = tuple(k for k, f in TaskDoc.model_fields.items() if f.is_required())
+TASK_KEYS_OPTIONAL = tuple(k for k, f in TaskDoc.model_fields.items() if not f.is_required())
+SPLITS_KEYS = tuple(SplitsDoc.model_fields)
 
 
 @dataclass(frozen=True)
@@ -54,24 +89,38 @@ class TaskSpec:
         return f"`evalbench splits {self.source or self.name}`"
 
 
+def _loader_params(loader: str, params: dict, *, where: str) -> None:
+    """The params are keyword arguments the loader takes (their values are the loader's to check)."""
+    try:
+        load = LOADERS.get(loader).load
+    except KeyError as e:
+        raise ConfigError(f"{join_where(where, ('loader',))}: {e.args[0]}") from None
+    accepted = [n for n, p in inspect.signature(load).parameters.items()
+                if n != "root" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for key in params:
+        if key not in accepted:
+            raise ConfigError(f"{join_where(where, ('params',))}: loader {loader!r} takes no param {key!r}; "
+                              f"known: {', '.join(accepted) or 'none'}")
+
+
 def parse_task(data: Any, *, source: Path) -> TaskSpec:
     where = str(source)
-    d = check_mapping(data, where=where, required=TASK_KEYS_REQUIRED, optional=TASK_KEYS_OPTIONAL)
-    s = check_mapping(d["splits"], where=f"{where}: splits", required=("file",), optional=SPLITS_KEYS[1:])
-    LOADERS.get(str(d["loader"]))  # raises KeyError listing the known loaders
+    d = validate(TaskDoc, data, where=where)
+    params = dict(d.params or {})
+    _loader_params(d.loader, params, where=where)
     return TaskSpec(
-        name=str(d["name"]),
-        version=int(d["version"]),
-        loader=str(d["loader"]),
-        num_classes=int(d["num_classes"]),
-        split_file=(source.parent / s["file"]).resolve(),
-        val_fraction=float(s.get("val_fraction", 0.1)),
-        test_fraction=float(s.get("test_fraction", 0.0)),
-        split_seed=int(s.get("seed", 0)),
-        root=d.get("root"),
-        params=dict(d.get("params") or {}),
-        metric=str(d.get("metric", "top1")),
-        description=str(d.get("description", "")),
+        name=d.name,
+        version=d.version,
+        loader=d.loader,
+        num_classes=d.num_classes,
+        split_file=(source.parent / d.splits.file).resolve(),
+        val_fraction=d.splits.val_fraction,
+        test_fraction=d.splits.test_fraction,
+        split_seed=d.splits.seed,
+        root=d.root,
+        params=params,
+        metric=d.metric,
+        description=d.description,
         source=source,
     )
 
@@ -102,6 +151,19 @@ def task_identity_payload(spec: TaskSpec, *, hash_file: HashFile = sha256_file) 
     fingerprint = LOADERS.get(spec.loader).fingerprint(root=task_root(spec), hash_file=hash_file, **spec.params)
     return {"name": spec.name, "version": spec.version, "loader": spec.loader, "params": spec.params,
             "num_classes": spec.num_classes, "split_sha256": split_sha, "data": fingerprint}
+
+
+def task_sizes(spec: TaskSpec) -> Optional[TaskSizes]:
+    """The task's bank (train + val) and test sizes from its split file alone; None where the file
+    cannot be read (planning then records why)."""
+    try:
+        split, _ = read_task_split(spec)
+        train_size, test = split.get("train_size"), split.get("test")
+        if not isinstance(train_size, int) or (test is not None and not isinstance(test, list)):
+            return None
+        return TaskSizes(task=spec.name, bank=train_size - len(test or []), test=None if test is None else len(test))
+    except EvalbenchError:
+        return None
 
 
 def load_task(spec: TaskSpec) -> SplitSets:

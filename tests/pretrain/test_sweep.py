@@ -92,3 +92,30 @@ def test_sweep__a_diverging_point_fails_with_its_epoch_and_the_others_complete(t
     assert "PretrainDiverged" in err and "epoch 1" in err and "last finite epoch loss" in err
     assert out.splitlines()[0].startswith("point,optimizer.lr,optimizer.momentum,optimizer.name,digits / knn")
     assert "\np0 (base),base,base,base,9" in out and "\np1 [failed: PretrainDiverged],1e+30,0.0,sgd,–,–" in out
+
+
+def test_sweep__killed_mid_way_resumes_without_retraining_finished_points(tmp_path):
+    """SIGKILL a sweep after its first point's checkpoint is stored: the rerun keeps that checkpoint
+    (same file, untouched), trains the rest, and ends with every evaluation ok."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    grid = write(tmp_path / "g.yaml", name="kill", base=BASE, grid={"head.kind": ["none", "mlp"]}, evaluate=EVAL)
+    res = tmp_path / "res"
+    cmd = [sys.executable, "-m", "evalbench.cli", "sweep", str(grid), "--results", str(res), "--executor", "local"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(res.glob("artifacts/checkpoints/*/model.safetensors")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list(res.glob("artifacts/checkpoints/*/model.safetensors"))
+    assert len(done) == 1, "the kill must fall between the two points' trainings"
+    before = done[0].stat().st_mtime_ns
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert done[0].stat().st_mtime_ns == before  # the finished point was not retrained
+    assert len(list(res.glob("artifacts/checkpoints/*/model.safetensors"))) == 2
+    assert "3 evaluations:" in again.stderr and "0 failed" in again.stderr

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -121,25 +117,6 @@ def test_run__task_with_absent_data_fails_clearly(tmp_path):
     label, error = summary.failed[0]
     assert "fm-elsewhere" in label and "DatasetMissingError" in error and str(tmp_path / "empty") in error
     assert "apt-get install dataset-fashion-mnist" in error
-
-
-def test_run__killed_run_resumes_with_only_the_unfinished_jobs(tmp_path):
-    ckpts = [{**RANDOM, "name": f"r{i}", "init_seed": i} for i in range(3)]
-    suite_path = write_suite(tmp_path / "s.yaml", checkpoints=ckpts, tasks=["digits", "mnist5k"],
-                             protocols=["knn", FAST_LINEAR])
-    results = tmp_path / "res"
-    proc = subprocess.Popen([sys.executable, "-m", "evalbench.cli", "run", str(suite_path), "--results", str(results),
-                             "--executor", "local"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((results / "records").glob("*.json"))) < 2:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = _records(results)  # every file present parses: writes are atomic
-    assert 2 <= len(done) < 12, "the run must be killed mid-way for this test to mean anything"
-    summary = run_suite(load_suite(suite_path), results=RecordStore(results), executor="local")
-    assert summary.skipped == len(done) and summary.ok == 12 - len(done)
-    assert all(p.suffix == ".part" for p in (results / "records").glob(".*"))  # a cut-short write, never a record
 
 
 def test_table__rerenders_mean_and_std_over_seeds(tmp_path, capsys):

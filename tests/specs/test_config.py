@@ -68,7 +68,7 @@ def _suite(tmp_path, **overrides):
     ({"checkpoints": [{"name": "r", "arch": "builtin:small-cnn", "init": "random", "lr": 1}]}, "unknown key 'lr'"),
     ({"checkpoints": [{"name": "r", "arch": "builtin:nope", "init": "random"}]}, "unknown built-in encoder 'nope'"),
     ({"checkpoints": [{"name": "r", "arch": "resnet18", "init": "random"}]}, "must be FAMILY:NAME"),
-    ({"seeds": []}, "'seeds' must be a non-empty list"),
+    ({"seeds": []}, "suite.yaml: seeds: got []; allowed: a non-empty list of non-negative integers"),
     ({"checkpoints": [{"name": "r", "arch": "timm:not_a_model", "init": "random"}]}, "unknown timm model 'not_a_model'"),
 ])
 def test_suite__bad_yaml_fails_naming_the_problem(tmp_path, overrides, expected):
