@@ -160,7 +160,7 @@ def extract_task_features(spec: CheckpointSpec, task: TaskSpec, *, weights_file:
             "load": load_report, "channels": _channels(sources["train"], spec.data.in_chans),
             "dim": int(x["train"].shape[1]), "sizes": {s: len(y[s]) for s in SPLITS},
             "dataset_s": round(t1 - t0, 3), "extract_s": round(time.perf_counter() - t1, 3)}
-    return Features(x, y, task.num_classes, meta)
+    return Features(x, y, v.num_classes or task.num_classes, meta)  # a view's own labels (rotation: 4)
 
 
 def run_extract(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
