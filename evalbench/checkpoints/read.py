@@ -87,7 +87,8 @@ def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> RawCheckpoint:
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} " + ("is a directory, not a file" if path.is_dir() else "does not exist"))
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file {path} is empty (0 bytes): an interrupted download or copy? fetch it again")
+        raise CheckpointError(f"checkpoint file {path} is empty (0 bytes): truncated, e.g. by an interrupted download "
+                              "or copy; fetch it again, or re-save the weights")
     try:
         if _is_safetensors(path):
             from safetensors import safe_open

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from evalbench.cli import main
 from evalbench.data import LOADERS
+from evalbench.data.views import VIEWS
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 1111
@@ -158,7 +159,8 @@ def valid_protocol(p: Any) -> bool:
         return False
     r = {} if p.get("resources") is None else p["resources"]
     return (is_str(p["name"]) and is_int(p["version"]) and p["version"] >= 1 and p["implementation"] == "knn"
-            and isinstance(p["stochastic"], bool) and p.get("view", "identity") == "identity"
+            and isinstance(p["stochastic"], bool) and isinstance(p.get("view", "identity"), str)
+            and p.get("view", "identity") in VIEWS
             and isinstance(p.get("description", ""), str) and isinstance(p.get("source", ""), str)
             and isinstance(r, dict) and set(r) <= {"num_cpus", "num_gpus"}
             and is_num(r.get("num_cpus", 1)) and 0 < r.get("num_cpus", 1) <= 1024
