@@ -78,7 +78,8 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
         print(f"evalbench: pretraining {cfg.method} ({cfg.arch}, {cfg.epochs} epochs on {cfg.task}) -> {weights.parent}",
               file=sys.stderr)
         opts = ExecOptions(storage=str(store.root), address=a.address, num_cpus=a.num_cpus)
-        for _, out in EXECUTORS.get(a.executor)([stage], {}, opts):
+        executor = a.executor or ("ray" if cfg.workers > 1 else "local")  # data-parallel runs on Ray Train
+        for _, out in EXECUTORS.get(executor)([stage], {}, opts):
             if not out.ok:
                 print(f"evalbench: error: {out.error}", file=sys.stderr)
                 return 1
@@ -241,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("config", help="pretraining config YAML (see examples/pretrain/)")
     pt.add_argument("--storage", default="results", help="artifact store: the checkpoint and its resumable state")
     pt.add_argument("--out", default=None, help="also copy the checkpoint (.safetensors + .json) to this path")
-    pt.add_argument("--executor", default="local", choices=["ray", "local"], help="local (default) or ray")
+    pt.add_argument("--executor", default=None, choices=["ray", "local"],
+                    help="local in-process (default), or ray (the default for a config with workers > 1)")
     pt.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     pt.add_argument("--num-cpus", type=int, default=None, help="CPUs for embedded local Ray")
     sw = sub.add_parser("sweep", help="pretrain every point of a grid and evaluate each (the ablation table)")

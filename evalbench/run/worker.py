@@ -33,6 +33,7 @@ from evalbench.protocols import PROBES
 from evalbench.results.predictions import interval_details
 from evalbench.results.store import ArtifactStore
 from evalbench.run.stages import STAGE_KINDS, Stage, StageKind, StageOutput, WorkerContext
+from evalbench.run.train_ray import fit_data_parallel
 from evalbench.specs.checkpoint import CheckpointSpec, FileWeights, RandomWeights, StageWeights
 from evalbench.specs.task import TaskSpec, load_task
 
@@ -116,8 +117,11 @@ def run_pretrain(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) 
     cfg: PretrainConfig = stage.inputs["config"]
     task: TaskSpec = stage.inputs["task"]
     state_dir = store.pretrain_state_dir(stage.identity)
-    result = pretrain(cfg, load_task(task).train, num_classes=task.num_classes, state_dir=state_dir,
-                      device=pick_device())
+    if cfg.workers > 1:  # data-parallel: Ray Train workers (run/train_ray.py)
+        result = fit_data_parallel(cfg, task, state_dir=state_dir)
+    else:
+        result = pretrain(cfg, load_task(task).train, num_classes=task.num_classes, state_dir=state_dir,
+                          device=pick_device())
     meta = pretrain_metadata(cfg, result, identity=stage.identity, task=stage.inputs["task_payload"] or {})
     with atomic_path(target) as tmp:
         tmp.mkdir()
@@ -195,8 +199,10 @@ def run_probe(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> 
     return StageOutput(stage.identity, "ok", result.metrics, details, timing={"probe": round(time.perf_counter() - t0, 3)})
 
 
-STAGE_KINDS.register("pretrain")(StageKind("pretrain", version=1, produces="artifact", run=run_pretrain))
-STAGE_KINDS.register("extract")(StageKind("extract", version=1, produces="artifact", run=run_extract))
+# version 2 of pretrain and extract: convolutions in channels_last (features/extract.py MEMORY_FORMAT),
+# the same numbers to float rounding, but not bit-identical: earlier artifacts are not reused
+STAGE_KINDS.register("pretrain")(StageKind("pretrain", version=2, produces="artifact", run=run_pretrain))
+STAGE_KINDS.register("extract")(StageKind("extract", version=2, produces="artifact", run=run_extract))
 # version 2 of probe: records carry a 95% interval per metric (details.ci95) and their per-example test
 # predictions (artifacts/predictions/<key>.npz); version-1 records have neither, so they are computed again
 STAGE_KINDS.register("probe")(StageKind("probe", version=2, produces="record", run=run_probe))
