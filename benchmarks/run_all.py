@@ -229,6 +229,46 @@ def bench_knn(f: Features, task: str, encoder: str, threads: int, repeats: int, 
     return rows
 
 
+# --- extraction -----------------------------------------------------------------------------------
+
+
+def bench_extract(task: str, encoder: str, threads: int, repeats: int, n_images: int) -> dict:
+    """evalbench's ``extract_features`` over the task's test images (uint8 source: batching, preprocessing
+    and the forward) against a raw forward of the same model over pre-made, preprocessed input tensors,
+    in NCHW and in channels_last (the faster one is the peer); same batch size, inference mode."""
+    from evalbench.data.base import SubsetSource
+    from evalbench.encoders import build_encoder, preprocess
+    from evalbench.features.extract import extract_features
+    from evalbench.specs.checkpoint import parse_checkpoint
+    from evalbench.specs.task import load_task, resolve_task
+
+    spec = parse_checkpoint(ENCODERS[encoder], where="bench", base_dir=Path("."))
+    test = load_task(resolve_task(task)).test
+    source = SubsetSource(test, np.arange(min(n_images, len(test))))
+    torch.manual_seed(0)
+    enc = build_encoder(spec.arch, in_chans=spec.data.in_chans).eval()
+    batch = 256
+    images = torch.stack([source[i][0] for i in range(len(source))])
+    x_nchw = torch.cat([preprocess(images[i:i + batch], spec.data) for i in range(0, len(images), batch)])
+    x_nhwc = x_nchw.contiguous(memory_format=torch.channels_last)
+
+    def raw(x: torch.Tensor, fmt: torch.memory_format) -> np.ndarray:
+        enc.model.to(memory_format=fmt)
+        with torch.inference_mode():
+            return torch.cat([enc(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
+
+    fns = {"evalbench": lambda: extract_features(enc, source, cfg=spec.data, device=CPU, batch_size=batch),
+           "raw-nchw": lambda: raw(x_nchw, torch.contiguous_format), "raw-nhwc": lambda: raw(x_nhwc, torch.channels_last)}
+    res, t = side_by_side(fns, repeats)
+    peer = min(t["raw-nchw"], t["raw-nhwc"])
+    return {"task": task, "encoder": encoder, "sizes": f"{len(source)} test images -> {spec.data.input_size or 'native'} px",
+            "threads": threads, "work": "extraction (uint8 source -> features)", "evalbench_s": t["evalbench"],
+            "peer": "raw forward over pre-made input tensors (the faster of NCHW / channels_last)", "peer_s": peer,
+            "acc_evalbench": None, "acc_peer": None, "target": "images/s >= 0.9 x the raw forward's", "target_speedup": 0.9,
+            "extra": {"images_per_s": {k: round(len(source) / v, 1) for k, v in t.items()},
+                      "max_abs_diff_vs_raw_nchw": float(np.abs(res["evalbench"] - res["raw-nchw"]).max())}}
+
+
 # --- report ---------------------------------------------------------------------------------------
 
 
@@ -293,6 +333,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--resnet18", action="store_true",
                     help="also the 7-point linear probe on timm resnet18 features (512-d; first thread count only, best of 1: ~8 min)")
     ap.add_argument("--sklearn-knn", action="store_true", help="also time sklearn's brute-force k-NN (slow)")
+    ap.add_argument("--extract-images", type=int, default=4000,
+                    help="test images timed in the extraction rows (small-cnn at 28 px; resnet18 at 64 px gets a quarter)")
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "evalbench-bench")
     ap.add_argument("--json", type=Path, default=HERE / "figures.json")
     ap.add_argument("--readme", type=Path, default=HERE / "README.md")
@@ -322,6 +364,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                     rows += bench_knn(f, task, enc, n, args.repeats, args.sklearn_knn)
                 else:
                     rows = bench_linear(f, task, enc, n, 1, 1, grid45=False)
+                if enc == "small-cnn" or n == threads[0]:
+                    count = args.extract_images if enc == "small-cnn" else max(256, args.extract_images // 4)
+                    rows.append(bench_extract(task, enc, n, args.repeats, count))
                 for r in rows:
                     doc["figures"].append(finish(r, {**meta, "load": load()}))
                     print(f"  {r['work']}: evalbench {r['evalbench_s']:.2f}s vs {r['peer']} {r['peer_s']:.2f}s "
