@@ -1,4 +1,4 @@
-"""Command line: `evalbench run|pretrain|sweep|table|list|splits|inspect|convert`; the only argparse namespace."""
+"""Command line: `evalbench run|pretrain|sweep|table|list|splits|subsets|inspect|convert`; the only argparse namespace."""
 from __future__ import annotations
 
 import argparse
@@ -116,7 +116,11 @@ def cmd_table(a: argparse.Namespace) -> int:
     store = RecordStore(Path(a.results))
     if not store.records_dir.is_dir():
         raise EvalbenchError(f"no records under {store.records_dir}; run `evalbench run` first or pass --results DIR")
-    print(render_table(list(store.records()), fmt=a.format, task=a.task, protocol=a.protocol))
+    if a.transfer or a.source:  # source -> target for linear, k-NN and fine-tuning (results/transfer.py)
+        from evalbench.results.transfer import render_transfer
+        print(render_transfer(list(store.records()), fmt=a.format, source=a.source))
+    else:
+        print(render_table(list(store.records()), fmt=a.format, task=a.task, protocol=a.protocol))
     _report_problems(store.problems)
     return 0
 
@@ -171,6 +175,17 @@ def cmd_splits(a: argparse.Namespace) -> int:
     if spec.split_file.exists() and not a.force:
         raise EvalbenchError(f"{spec.split_file} exists; splits are fixed once made (pass --force to remake it)")
     print(f"wrote {write_task_split(spec)}")
+    return 0
+
+
+@COMMANDS.register("subsets")
+def cmd_subsets(a: argparse.Namespace) -> int:
+    """The task's label-subset index file (fine-tuning protocols): deterministic, so remaking it gives
+    the same bytes for the same splits and data."""
+    from evalbench.specs.subsets import write_task_subsets
+    from evalbench.specs.task import resolve_task
+
+    print(f"wrote {write_task_subsets(resolve_task(a.task), draws=a.draws)}")
     return 0
 
 
@@ -260,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", default="github", help="github, latex, html, csv, plain")
     t.add_argument("--task", default=None)
     t.add_argument("--protocol", default=None)
+    t.add_argument("--transfer", action="store_true",
+                   help="the transfer matrix: pretraining task -> target task (checkpoints' pretrained_on)")
+    t.add_argument("--source", default=None, help="with --transfer: only checkpoints pretrained on this task")
     li = sub.add_parser("list", help="list tasks, protocols, encoders, loaders or views")
     li.add_argument("what", choices=LISTINGS.names())
     ins = sub.add_parser("inspect", help="show a checkpoint's layout, candidates and fit (--arch); propose rename rules")
@@ -274,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("splits", help="make a task's split index file (once; then keep it with the task)")
     s.add_argument("task", help="task name or task YAML path")
     s.add_argument("--force", action="store_true")
+    su = sub.add_parser("subsets", help="(re)make a task's label-subset file (1%%/10%% class-balanced draws, nested)")
+    su.add_argument("task", help="task name or task YAML path")
+    su.add_argument("--draws", type=int, default=3, help="draws per fraction (default 3)")
     return p
 
 

@@ -9,7 +9,9 @@ from the specs, with the code version of the stage's kind:
             skip_unexpected: only when set), task payload (loader, params,
             num_classes, version, split-file hash, data fingerprint), view;
 - probe:    features identity, protocol (name, version, implementation, params, view), and the
-            seed only where the protocol is stochastic.
+            seed only where the protocol is stochastic;
+- train:    weights, arch, preprocessing, skip patterns and loading rules (as extract), task payload,
+            protocol, seed, and the labelled subset (fraction, draw = seed, the subsets file's hash).
 
 A record's key is its probe stage's identity. Stages whose inputs cannot be read while
 planning (a missing checkpoint file, data that is not there, an input size the model cannot
@@ -31,7 +33,9 @@ from evalbench.run import worker as _worker  # noqa: F401  (registers the stage 
 from evalbench.run.stages import STAGE_KINDS, Resources, Stage
 from evalbench.specs.checkpoint import (CheckpointSpec, FileWeights, RandomWeights, StageWeights,
                                         file_weights_identity)
+from evalbench.protocols.finetune import is_finetune
 from evalbench.specs.protocol import ProtocolSpec
+from evalbench.specs.subsets import subset_plan_payload
 from evalbench.specs.suite import Suite
 from evalbench.specs.task import TaskSpec, resolve_task, task_identity_payload
 from evalbench.pretrain.config import PretrainConfig
@@ -162,12 +166,37 @@ def plan_probe(extract: Stage, protocol: ProtocolSpec, seed: Optional[int], ctx:
         deps=(extract.identity,), resources=Resources(protocol.num_cpus, protocol.num_gpus), error=extract.error))
 
 
+def plan_train(spec: CheckpointSpec, task: TaskSpec, protocol: ProtocolSpec, seed: Optional[int],
+               ctx: PlanContext) -> Stage:
+    """A fine-tuning protocol: one `train` stage (checkpoint x task x protocol x draw -> record) that
+    depends on the checkpoint's weights (its pretrain stage for StageWeights), not on features."""
+    weights, upstream, werr = _weights(spec, ctx)
+    task_payload, terr = ctx.task_payload(task)
+    subset, serr = _attempt(lambda: subset_plan_payload(task, fraction=protocol.params["label_fraction"],
+                                                        draw=seed or 0))
+    payload = {"weights": weights or _unavailable(spec), "arch": spec.arch, "data": spec.data.as_dict(),
+               "skip_missing": list(spec.skip_missing), "task": task_payload or {"unavailable": task.ref},
+               "protocol": protocol.identity_payload(), "seed": seed, "subset": subset, **spec.rules_payload()}
+    label = f"{spec.name} | {task.name} | {protocol.name}" + (f" | seed {seed}" if seed is not None else "")
+    return ctx.plan.add(Stage(
+        kind="train", identity=stage_identity("train", payload), label=label,
+        inputs={"checkpoint": spec, "task": task, "protocol": protocol, "seed": seed, "features": None,
+                "weights": weights, "task_payload": task_payload},
+        deps=(upstream,) if upstream else (), resources=Resources(protocol.num_cpus, protocol.num_gpus),
+        error=werr or terr or serr))
+
+
 def plan_suite(suite: Suite, *, hash_file: HashFile = sha256_file) -> Plan:
-    """Stages for every (checkpoint, task, protocol, seed); a deterministic protocol once."""
+    """Stages for every (checkpoint, task, protocol, seed); a deterministic protocol once; a fine-tuning
+    protocol as `train` stages instead of extract + probe."""
     ctx = PlanContext(hash_file=hash_file)
     for spec in suite.checkpoints:
         for task in suite.tasks:
             for protocol in suite.protocols:
+                if is_finetune(protocol.implementation):
+                    for seed in (suite.seeds if protocol.stochastic else (None,)):
+                        plan_train(spec, task, protocol, seed, ctx)
+                    continue
                 extract = plan_extract(spec, task, protocol.view, ctx, amp=suite.amp)
                 for seed in (suite.seeds if protocol.stochastic else (None,)):
                     plan_probe(extract, protocol, seed, ctx)

@@ -28,13 +28,15 @@ from evalbench.features.artifact import Features, features_exist, load_features,
 from evalbench.features.extract import extract_features
 from evalbench.pretrain.checkpoint import pretrain_metadata, save_checkpoint
 from evalbench.pretrain.config import PretrainConfig
+from evalbench.pretrain.finetune import finetune
 from evalbench.pretrain.trainer import pretrain
-from evalbench.protocols import PROBES
+from evalbench.protocols import PROBES, ProbeResult
 from evalbench.results.predictions import interval_details
 from evalbench.results.store import ArtifactStore
 from evalbench.run.stages import STAGE_KINDS, Stage, StageKind, StageOutput, WorkerContext
 from evalbench.run.train_ray import fit_data_parallel
 from evalbench.specs.checkpoint import CheckpointSpec, FileWeights, RandomWeights, StageWeights
+from evalbench.specs.subsets import task_subset
 from evalbench.specs.task import TaskSpec, load_task
 
 SPLITS = ("train", "val", "test")
@@ -199,6 +201,27 @@ def run_probe(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> 
     return StageOutput(stage.identity, "ok", result.metrics, details, timing={"probe": round(time.perf_counter() - t0, 3)})
 
 
+# --- train (fine-tuning protocols) -------------------------------------------------------------
+
+def run_train(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
+    """Fine-tune the checkpoint's encoder on the protocol's labelled subset (draw = the seed), lr chosen
+    on val, test top-1 with its bootstrap interval and predictions (pretrain/finetune.py)."""
+    spec: CheckpointSpec = stage.inputs["checkpoint"]
+    task: TaskSpec = stage.inputs["task"]
+    protocol = stage.inputs["protocol"]
+    seed = stage.inputs["seed"] or 0
+    store = ArtifactStore(Path(ctx.storage))
+    encoder, load_report = load_encoder(spec, _weights_file(stage, upstream, store))
+    sets, labelled, subset = task_subset(task, fraction=protocol.params["label_fraction"], draw=seed)
+    t0 = time.perf_counter()
+    result = finetune(encoder, sets, labelled, num_classes=task.num_classes, data=spec.data, params=protocol.params,
+                      seed=seed, device=pick_device(), subset=subset)
+    probe = ProbeResult(result.metrics, result.details, predictions=result.predictions)
+    details = {**result.details, "load": load_report,
+               **interval_details(probe, storage=Path(ctx.storage), key=stage.identity)}
+    return StageOutput(stage.identity, "ok", result.metrics, details, timing={"finetune": round(time.perf_counter() - t0, 3)})
+
+
 # version 2 of pretrain and extract: convolutions in channels_last (features/extract.py MEMORY_FORMAT),
 # the same numbers to float rounding, but not bit-identical: earlier artifacts are not reused
 STAGE_KINDS.register("pretrain")(StageKind("pretrain", version=2, produces="artifact", run=run_pretrain))
@@ -206,3 +229,5 @@ STAGE_KINDS.register("extract")(StageKind("extract", version=2, produces="artifa
 # version 2 of probe: records carry a 95% interval per metric (details.ci95) and their per-example test
 # predictions (artifacts/predictions/<key>.npz); version-1 records have neither, so they are computed again
 STAGE_KINDS.register("probe")(StageKind("probe", version=2, produces="record", run=run_probe))
+# train: fine-tuning protocols (semisup_1pct, semisup_10pct, finetune_100pct): checkpoint x task x protocol x draw -> record
+STAGE_KINDS.register("train")(StageKind("train", version=1, produces="record", run=run_train))

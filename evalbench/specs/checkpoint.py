@@ -30,7 +30,8 @@ from evalbench.encoders.base import INTERPOLATIONS
 
 SIDECAR_MARK = "evalbench_pretrain"  # marks the JSON that `evalbench pretrain` writes beside a checkpoint
 RULE_KEYS = ("select", "rename", "skip_missing", "skip_unexpected")
-CKPT_KEYS = ("name", "arch", "path", "init", "init_seed", "preprocessing", *RULE_KEYS, "rules", "trust_pickle", "meta")
+CKPT_KEYS = ("name", "arch", "path", "init", "init_seed", "preprocessing", *RULE_KEYS, "rules", "trust_pickle", "meta",
+             "pretrained_on")  # pretrained_on: the task the weights were pretrained on (transfer table), kept in meta
 PREP_KEYS = ("in_chans", "input_size", "mean", "std", "interpolation")
 
 
@@ -213,6 +214,11 @@ def parse_checkpoint(data: Any, *, where: str, base_dir: Path) -> CheckpointSpec
     sidecar = read_sidecar(weights.path) if isinstance(weights, FileWeights) else None
     if sidecar is not None:
         meta = {**pretrain_meta(sidecar), **meta}
+    if "pretrained_on" in d:  # the transfer table's source (results/transfer.py); changes no number
+        if not isinstance(d["pretrained_on"], str) or not d["pretrained_on"]:
+            raise ConfigError(f"{where}: pretrained_on must be the name of the task the weights were pretrained on, "
+                              f"got {d['pretrained_on']!r}")
+        meta = {**meta, "pretrained_on": d["pretrained_on"]}
     rules = parse_rules(d, where=where)
     if "rules" in d:
         if not isinstance(d["rules"], str):

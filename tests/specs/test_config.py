@@ -62,7 +62,8 @@ def _suite(tmp_path, **overrides):
 
 @pytest.mark.parametrize("overrides, expected", [
     ({"protocol": ["knn"]}, "unknown key 'protocol'; known keys: checkpoints, tasks, protocols"),
-    ({"protocols": ["knnn"]}, "unknown protocol 'knnn'; known: diagnostics, fewshot, invariance, knn, linear, rotation"),
+    ({"protocols": ["knnn"]}, "unknown protocol 'knnn'; known: diagnostics, fewshot, finetune_100pct, invariance, knn, linear, "
+     "rotation, semisup_10pct, semisup_1pct"),
     ({"tasks": ["digit"]}, "unknown task 'digit'; known: "),
     ({"protocols": [{"name": "knn", "params": {"kk": 3}}]}, "has no param 'kk'; known: settings"),
     ({"checkpoints": [{"name": "r", "arch": "builtin:small-cnn", "init": "random", "lr": 1}]}, "unknown key 'lr'"),
