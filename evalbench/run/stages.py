@@ -5,7 +5,8 @@ A stage has a kind, typed inputs (specs and the identities of upstream stages), 
 stage kind is registered with its code version, what it produces (an artifact in the store,
 or a record the driver writes) and the function a worker runs. Kinds now: ``pretrain``
 (config x data x seed -> checkpoint artifact), ``extract`` (checkpoint x task x view ->
-features artifact) and ``probe`` (features x protocol x seed -> record).
+features artifact), ``probe`` (features x protocol x seed -> record) and ``train`` (weights x task x
+fine-tuning protocol x draw -> record).
 """
 from __future__ import annotations
 
