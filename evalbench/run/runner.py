@@ -192,7 +192,7 @@ def _json_safe(value: Any) -> Any:
 def make_record(stage: Stage, out: StageOutput, *, features_cache: str) -> Record:
     task, protocol, payload = stage.inputs["task"], stage.inputs["protocol"], stage.inputs["task_payload"] or {}
     details = _json_safe(dict(out.details))
-    if out.ok:
+    if out.ok and stage.inputs["features"] is not None:  # a train stage (fine-tuning) reads no features
         details["features"] = {**details.get("features", {}), "cache": features_cache}
     return Record(
         key=stage.identity, checkpoint=_checkpoint_dict(stage.inputs["checkpoint"], stage.inputs["weights"]),

@@ -70,6 +70,7 @@ def test_run__train_records_intervals_draws_and_transfer(tmp_path, capsys):
     trains = [r for r in records if r["protocol"]["implementation"] == "finetune"]
     for r in trains:
         assert r["status"] == "ok" and r["seed"] in (0, 1) and r["features"] is None
+        assert "features" not in r["details"] and r["details"]["load"]["random_init"] is True
         lo, hi = r["details"]["ci95"]["top1"]
         assert lo <= r["metrics"]["top1"] <= hi
         assert (tmp_path / "res" / r["details"]["predictions"]["file"]).is_file()
