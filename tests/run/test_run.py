@@ -152,7 +152,8 @@ def test_cli__list_names_registered_things(capsys):
 def test_cli__unknown_protocol_stops_before_running(tmp_path, capsys):
     suite = write_suite(tmp_path / "s.yaml", checkpoints=[RANDOM], tasks=["digits"], protocols=["knnn"])
     assert main(["run", str(suite), "--results", str(tmp_path / "res")]) == 2
-    assert "unknown protocol 'knnn'; known: diagnostics, fewshot, invariance, knn, linear, rotation" in capsys.readouterr().err
+    assert ("unknown protocol 'knnn'; known: diagnostics, fewshot, finetune_100pct, invariance, knn, linear, rotation, "
+            "semisup_10pct, semisup_1pct") in capsys.readouterr().err
     assert not (tmp_path / "res").exists()
 
 
