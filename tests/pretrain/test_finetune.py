@@ -21,6 +21,16 @@ ARCH = "builtin:small-cnn"
 DATA = parse_data_config(ARCH, {"in_chans": 1, "mean": [0.5], "std": [0.5]}, where="test")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One thread, as a 1-CPU stage gets (run/worker.py stage_threads): on a busy 2-core host two threads
+    made the 100% fine-tuning test 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return resolve_task("digits")
