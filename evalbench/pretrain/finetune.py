@@ -94,12 +94,13 @@ def train_one(encoder: Encoder, source: ImageSource, *, num_classes: int, data: 
     opt = build_optimizer(sgd(p, lr), param_groups(model, p.weight_decay))
     batch = min(p.batch_size, len(source))
     steps = max(1, len(source) // batch)
-    sched = build_scheduler(opt, sgd(p, lr), steps_per_epoch=steps, epochs=p.epochs)
+    epochs = run_epochs(p, steps)
+    sched = build_scheduler(opt, sgd(p, lr), steps_per_epoch=steps, epochs=epochs)
     augment = build_augment(crop_flip(p), size=data.input_size)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     order = torch.Generator().manual_seed(seed)
     curve = []
-    for epoch in range(p.epochs):
+    for epoch in range(epochs):
         model.train()
         losses = []
         # drop_last: every step a full batch (BatchNorm needs > 1 image), `steps` per epoch as the schedule says
@@ -117,6 +118,11 @@ def train_one(encoder: Encoder, source: ImageSource, *, num_classes: int, data: 
             losses.append(loss.item())
         curve.append(float(np.mean(losses)))
     return model, curve
+
+
+def run_epochs(p: FinetuneParams, steps_per_epoch: int) -> int:
+    """``epochs``, or more where that many epochs would make fewer than ``min_steps`` optimiser steps."""
+    return max(p.epochs, -(-p.min_steps // steps_per_epoch))
 
 
 def weights_moved(before: nn.Module, after: nn.Module) -> float:
@@ -155,7 +161,8 @@ def finetune(encoder: Encoder, sets: SplitSets, labelled: np.ndarray, *, num_cla
     lr, val_acc, model = best
     pred = predict(model, sets.test, data=data, device=device, batch_size=p.eval_batch_size)
     details = {"lr": lr, "val_top1": val_acc, "val_curve": val_curve, "loss_curves": loss_curves,
-               "epochs": p.epochs, "batch_size": min(p.batch_size, len(source)), "train_images": len(source),
+               "epochs": run_epochs(p, max(1, len(source) // min(p.batch_size, len(source)))),
+               "batch_size": min(p.batch_size, len(source)), "train_images": len(source),
                "weights_moved": weights_moved(encoder, model.encoder), "subset": subset or {},
                "amp": device.type == "cuda"}
     return FinetuneResult(model.encoder.eval(), model.head, {"top1": float((pred == y_test).mean())}, details,

@@ -36,6 +36,9 @@ class FinetuneParams(ProbeParams):
         "a non-empty list of finite numbers > 0 (learning rates tried; the best on val is reported)"))]
     epochs: PositiveInt
     batch_size: PositiveInt
+    # at least this many optimiser steps: a small subset trains for more epochs (1% of digits is one
+    # batch: 300 epochs of it, not 30), a large one for `epochs` (0: exactly `epochs`)
+    min_steps: Annotated[int, Field(ge=0, description="an integer >= 0")] = 0
     momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False, description="a number in [0, 1)")] = 0.9
     weight_decay: NonNegFloat = 0.0
     crop_scale: Annotated[list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]], Field(

@@ -18,7 +18,7 @@ from tabulate import tabulate
 from evalbench.core.errors import EvalbenchError
 from evalbench.protocols.finetune import is_finetune
 from evalbench.results.record import Record
-from evalbench.results.tables import FORMATS
+from evalbench.results.tables import FORMATS, _params_id as params_id
 
 FROZEN = ("linear", "knn")  # probe implementations shown beside every fine-tuning protocol
 MEAN = "mean (targets ≠ source)"
@@ -44,9 +44,10 @@ def transfer_frame(records: Iterable[Record | dict], *, source: Optional[str] = 
             continue
         metric = next(iter(r["metrics"]))  # top1 (linear, fine-tuning), top1_k20_T0.07 (k-NN)
         rows.append({"source": src, "checkpoint": r["checkpoint"]["name"], "protocol": f"{p['name']} {metric}",
-                     "target": r["task"]["name"], "seed": r["seed"], "value": float(r["metrics"][metric]),
-                     "created": r["created"]})
-    df = pd.DataFrame(rows, columns=["source", "checkpoint", "protocol", "target", "seed", "value", "created"])
+                     "params": params_id(p["params"]), "target": r["task"]["name"], "seed": r["seed"],
+                     "value": float(r["metrics"][metric]), "created": r["created"]})
+    df = pd.DataFrame(rows, columns=["source", "checkpoint", "protocol", "params", "target", "seed", "value",
+                                     "created"])
     if df.empty:
         raise EvalbenchError("no record's checkpoint names the task it was pretrained on; set `pretrained_on: TASK` "
                              "in the suite's checkpoint entry (evalbench-pretrained checkpoints carry it already)")
@@ -55,6 +56,9 @@ def transfer_frame(records: Iterable[Record | dict], *, source: Optional[str] = 
                              f"records: {', '.join(sorted(set(df['source'])))}")
     if source is not None:
         df = df[df["source"] == source]
+    # one protocol run with other params (a suite's overrides) is another row, as in tables.py
+    variants = df.groupby("protocol")["params"].transform("nunique")
+    df = df.assign(protocol=df["protocol"].where(variants == 1, df["protocol"] + " #" + df["params"]))
     return df.sort_values("created").drop_duplicates(["source", "checkpoint", "protocol", "target", "seed"],
                                                      keep="last")
 

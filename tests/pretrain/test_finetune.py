@@ -43,7 +43,7 @@ def _encoder(seed: int = 0):
 
 
 def _params(name: str, **over) -> dict:
-    return resolve_protocol(name).with_params(over, where="test").params
+    return resolve_protocol(name).with_params({"min_steps": 0, **over}, where="test").params
 
 
 def test_finetune__changes_the_encoder_weights_and_not_the_input_encoder(digits):
@@ -93,6 +93,13 @@ def test_finetune__every_lr_diverging_is_an_error(digits):
     with pytest.raises(EvalbenchError, match="diverged at every lr"):
         finetune(_encoder(), sets, idx, num_classes=10, data=DATA, seed=0, device=CPU,
                  params=_params("semisup_1pct", epochs=3, lr_grid=[1e12]))
+
+
+def test_finetune__min_steps_adds_epochs_to_a_small_subset(digits):
+    sets, idx, _ = task_subset(digits, fraction=0.01, draw=0)  # 10 images: one batch, one step per epoch
+    r = finetune(_encoder(), sets, idx, num_classes=10, data=DATA, seed=0, device=CPU,
+                 params=_params("semisup_1pct", epochs=2, min_steps=5, lr_grid=[0.1]))
+    assert r.details["epochs"] == 5 and len(r.details["loss_curves"]["0.1"]) == 5
 
 
 def test_finetune__not_a_probe_on_features():

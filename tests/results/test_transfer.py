@@ -49,6 +49,13 @@ def test_transfer__cells_are_means_over_seeds_and_the_mean_skips_the_source():
     assert not any("diagnostics" in p for p in w.index.get_level_values("protocol"))
 
 
+def test_transfer__other_params_of_one_protocol_are_another_row():
+    other = rec("a", "mnist5k", "semisup_1pct", 0.9, seed=0, impl="finetune", meta=ON_DIGITS)
+    other["protocol"]["params"] = {"epochs": 99}
+    rows = list(transfer_matrix([*RECORDS, other]).index.get_level_values("protocol"))
+    assert sum(r.startswith("semisup_1pct top1 #") for r in rows) == 2
+
+
 def test_transfer__rendered_with_the_in_domain_cell_marked():
     text = render_transfer(RECORDS, source="digits")
     assert "digits → | a | linear top1" in text and "90.0 *" in text and "75.0" in text and "mnist5k → " not in text

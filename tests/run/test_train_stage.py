@@ -22,8 +22,8 @@ from evalbench.specs.suite import load_suite
 from tests.conftest import PREP, write_suite
 
 RANDOM = {"name": "random", "arch": "builtin:small-cnn", "init": "random", "preprocessing": PREP}
-TINY_1PCT = {"name": "semisup_1pct", "params": {"epochs": 2, "lr_grid": [0.01, 0.1]}}
-TINY_100PCT = {"name": "finetune_100pct", "params": {"epochs": 1, "lr_grid": [0.1]}}
+TINY_1PCT = {"name": "semisup_1pct", "params": {"epochs": 2, "min_steps": 0, "lr_grid": [0.01, 0.1]}}
+TINY_100PCT = {"name": "finetune_100pct", "params": {"epochs": 1, "min_steps": 0, "lr_grid": [0.1]}}
 
 
 def _pretrained() -> CheckpointSpec:
