@@ -81,9 +81,9 @@ def render_transfer(records: Iterable[Record | dict], *, fmt: str = "github", so
         out[t] = [("–" if pd.isna(v) else f"{100 * v:.1f}" + (" *" if s == t else ""))
                   for (s, _, _), v in zip(wide.index, wide[t])]
     out[MEAN] = ["–" if pd.isna(v) else f"{100 * v:.1f}" for v in wide[MEAN]]
-    out.index = [f"{s} → | {c} | {p}" for s, c, p in out.index]
+    out.index = [f"{s} → {c} / {p}" for s, c, p in out.index]  # no "|": it would split a markdown cell
     tablefmt = FORMATS.get(fmt)
     if tablefmt == "csv":
-        return out.to_csv(index_label="source → | checkpoint | protocol")
-    return tabulate(out, headers=["source → | checkpoint | protocol (top-1 %; * in-domain)", *out.columns],
+        return out.to_csv(index_label="source → checkpoint / protocol")
+    return tabulate(out, headers=["source → checkpoint / protocol (top-1 %; * in-domain)", *out.columns],
                     tablefmt=tablefmt, disable_numparse=True, colalign=("left",) + ("right",) * len(out.columns))

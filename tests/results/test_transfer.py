@@ -58,8 +58,8 @@ def test_transfer__other_params_of_one_protocol_are_another_row():
 
 def test_transfer__rendered_with_the_in_domain_cell_marked():
     text = render_transfer(RECORDS, source="digits")
-    assert "digits → | a | linear top1" in text and "90.0 *" in text and "75.0" in text and "mnist5k → " not in text
-    assert render_transfer(RECORDS, fmt="csv").startswith("source → | checkpoint | protocol,")
+    assert "digits → a / linear top1" in text and "90.0 *" in text and "75.0" in text and "mnist5k → " not in text
+    assert render_transfer(RECORDS, fmt="csv").startswith("source → checkpoint / protocol,")
 
 
 def test_transfer__a_source_no_checkpoint_names_is_an_error():

@@ -91,7 +91,7 @@ def test_run__train_records_intervals_draws_and_transfer(tmp_path, capsys):
     assert {p.split()[0] for p in wide.index.get_level_values("protocol")} == {"knn", "semisup_1pct",
                                                                              "finetune_100pct"}
     text = render_transfer(records)
-    assert "mnist5k → | random | semisup_1pct top1" in text and "digits" in text
+    assert "mnist5k → random / semisup_1pct top1" in text and "digits" in text
     capsys.readouterr()
     assert main(["table", "--transfer", "--results", str(tmp_path / "res")]) == 0
     assert "mnist5k →" in capsys.readouterr().out
