@@ -26,7 +26,8 @@ class View:
     """``apply(source) -> source``: may change images and labels, never decodes eagerly.
 
     A view of transformed copies (:class:`CopiesSource`) names them in ``copies``, in their order;
-    ``num_classes`` is the number of labels it makes where they are not the task's (rotation: 4).
+    ``num_classes`` is the number of labels it makes where they are not the task's (rotation: 4);
+    ``splits`` the splits its probes read, the only ones extracted under it.
     """
 
     apply: Callable[[ImageSource], ImageSource]
@@ -34,6 +35,7 @@ class View:
     description: str
     copies: tuple[str, ...] = ()
     num_classes: Optional[int] = None
+    splits: tuple[str, ...] = ("train", "val", "test")
 
 
 VIEWS: Registry[View] = Registry("extraction view", "evalbench list views")
@@ -112,6 +114,8 @@ VIEWS.register("rotation")(View(
     copies=("rot0", "rot90", "rot180", "rot270"),
     description="each image rotated by 0/90/180/270 degrees, labelled by its rotation (Gidaris et al. 2018)"))
 VIEWS.register("invariance_panel")(View(
-    apply=lambda s: CopiesSource(s, tuple(PANEL.values()), label_by_copy=False), version=1, copies=tuple(PANEL),
+    # version 2: test split only (invariance@1 reads nothing else; v1 extracted 5 copies of train and val too)
+    apply=lambda s: CopiesSource(s, tuple(PANEL.values()), label_by_copy=False), version=2, copies=tuple(PANEL),
+    splits=("test",),
     description="each image as it is, flipped, centre-cropped to half its area, brighter with less contrast, "
                 "blurred; labels unchanged"))

@@ -80,7 +80,7 @@ def predict(model: nn.Module, source: ImageSource, *, data: DataConfig, device: 
     out = []
     for images, _ in DataLoader(source, batch_size=batch_size, shuffle=False):
         x = preprocess(images.to(device), data).contiguous(memory_format=MEMORY_FORMAT)
-        with _autocast(device):
+        with torch.inference_mode(), _autocast(device):  # no autograd graph for predictions
             out.append(model(x).argmax(1).cpu())
     return torch.cat(out).numpy().astype(np.int64)
 

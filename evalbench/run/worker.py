@@ -39,7 +39,6 @@ from evalbench.specs.checkpoint import CheckpointSpec, FileWeights, RandomWeight
 from evalbench.specs.subsets import task_subset
 from evalbench.specs.task import TaskSpec, load_task
 
-SPLITS = ("train", "val", "test")
 CHECKPOINT_FILE = "model.safetensors"
 
 
@@ -156,15 +155,16 @@ def extract_task_features(spec: CheckpointSpec, task: TaskSpec, *, weights_file:
     t0 = time.perf_counter()
     splits = load_task(task)
     v = VIEWS.get(view)
-    sources = {s: v.apply(getattr(splits, s)) for s in SPLITS}
+    sources = {s: v.apply(getattr(splits, s)) for s in v.splits}  # only the splits the view's probes read
     encoder, load_report = load_encoder(spec, weights_file)
     t1 = time.perf_counter()
     x = {s: extract_features(encoder, sources[s], cfg=spec.data, device=device, num_workers=num_workers,
-                             amp=amp and device.type == "cuda") for s in SPLITS}
-    y = {s: sources[s].labels for s in SPLITS}
+                             amp=amp and device.type == "cuda") for s in v.splits}
+    y = {s: sources[s].labels for s in v.splits}
+    first = v.splits[0]
     meta = {"checkpoint": spec.name, "task": task.ref, "view": view, "amp": amp and device.type == "cuda",
-            "load": load_report, "channels": _channels(sources["train"], spec.data.in_chans),
-            "dim": int(x["train"].shape[1]), "sizes": {s: len(y[s]) for s in SPLITS},
+            "load": load_report, "channels": _channels(sources[first], spec.data.in_chans),
+            "dim": int(x[first].shape[1]), "sizes": {s: len(y[s]) for s in v.splits},
             "dataset_s": round(t1 - t0, 3), "extract_s": round(time.perf_counter() - t1, 3)}
     return Features(x, y, v.num_classes or task.num_classes, meta)  # a view's own labels (rotation: 4)
 

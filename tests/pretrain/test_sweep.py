@@ -94,6 +94,7 @@ def test_sweep__a_diverging_point_fails_with_its_epoch_and_the_others_complete(t
     assert "\np0 (base),base,base,base,9" in out and "\np1 [failed: PretrainDiverged],1e+30,0.0,sgd,–,–" in out
 
 
+@pytest.mark.slow  # failed once inside a loaded full fast-suite run, never alone (5 runs); messages below say how
 def test_sweep__killed_mid_way_resumes_without_retraining_finished_points(tmp_path):
     """SIGKILL a sweep after its first point's checkpoint is stored: the rerun keeps that checkpoint
     (same file, untouched), trains the rest, and ends with every evaluation ok."""
@@ -112,10 +113,10 @@ def test_sweep__killed_mid_way_resumes_without_retraining_finished_points(tmp_pa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = list(res.glob("artifacts/checkpoints/*/model.safetensors"))
-    assert len(done) == 1, "the kill must fall between the two points' trainings"
+    assert len(done) == 1, f"the kill must fall between the two points' trainings: {done}"
     before = done[0].stat().st_mtime_ns
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert done[0].stat().st_mtime_ns == before  # the finished point was not retrained
-    assert len(list(res.glob("artifacts/checkpoints/*/model.safetensors"))) == 2
-    assert "3 evaluations:" in again.stderr and "0 failed" in again.stderr
+    assert done[0].stat().st_mtime_ns == before, again.stderr  # the finished point was not retrained
+    assert len(list(res.glob("artifacts/checkpoints/*/model.safetensors"))) == 2, again.stderr
+    assert "3 evaluations:" in again.stderr and "0 failed" in again.stderr, again.stderr

@@ -4,6 +4,8 @@ real views and extraction; a plain CNN predicts rotations far above chance; the 
 encoder ignores the transform."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -43,7 +45,7 @@ def _rotation_averaged(encoder: Encoder) -> Encoder:
 
 def _features(encoder: Encoder, view: str) -> Features:
     v = VIEWS.get(view)
-    sources = {s: v.apply(src) for s, src in _images().items()}
+    sources = {s: v.apply(src) for s, src in _images().items() if s in v.splits}  # as extract_task_features
     x = {s: extract_features(encoder, src, cfg=CFG, device=CPU) for s, src in sources.items()}
     return Features(x, {s: src.labels for s, src in sources.items()}, v.num_classes or 3, {"view": view})
 
@@ -86,3 +88,17 @@ def test_invariance__features_without_copies_are_refused(cnn):
                      {"view": "identity"})
     with pytest.raises(ConfigError, match="makes no copies"):
         invariance_probe(feats, params={"baseline_seed": 0}, seed=None, device=CPU)
+
+
+def test_invariance_panel__extracts_the_test_split_only():
+    """invariance@1 reads only test: the view's other splits are not extracted (5 copies of each would be)."""
+    from evalbench.run.worker import extract_task_features
+    from evalbench.specs.checkpoint import parse_checkpoint
+    from evalbench.specs.task import load_task, resolve_task
+
+    spec = parse_checkpoint({"name": "r", "arch": "builtin:small-cnn", "init": "random",
+                             "preprocessing": {"in_chans": 1, "mean": [0.5], "std": [0.5]}}, where="t", base_dir=Path("."))
+    task = resolve_task("digits")
+    f = extract_task_features(spec, task, weights_file=None, view="invariance_panel", device=CPU)
+    assert set(f.x) == {"test"} and f.meta["sizes"] == {"test": 5 * len(load_task(task).test)}
+    assert set(extract_task_features(spec, task, weights_file=None, view="rotation", device=CPU).x) == {"train", "val", "test"}
