@@ -1,7 +1,7 @@
 """The package's imports run one way (DESIGN.md §1): each package imports only packages of its
 own or a lower layer, so suite -> plan -> executor -> store -> report never loops back, the
-registry is the bottom layer, and Ray is imported only by the executor (and by run/train_ray.py,
-which starts Ray Train's data-parallel workers)."""
+registry is the bottom layer, Ray is imported only by the executor (and by run/train_ray.py,
+which starts Ray Train's data-parallel workers), and matplotlib only by the report module."""
 from __future__ import annotations
 
 import ast
@@ -67,3 +67,9 @@ def test_layers__ray_only_in_the_executor_and_ray_train():
     users = sorted(str(p.relative_to(PKG.parent)) for p in PKG.rglob("*.py")
                    if any(m == "ray" or m.startswith("ray.") for m, _ in _imports(p)))
     assert users == ["evalbench/run/executors.py", "evalbench/run/train_ray.py"]
+
+
+def test_layers__matplotlib_only_in_the_report_module():
+    users = sorted(str(p.relative_to(PKG.parent)) for p in PKG.rglob("*.py")
+                   if any(m == "matplotlib" or m.startswith("matplotlib.") for m, _ in _imports(p)))
+    assert users == ["evalbench/results/report.py"]
