@@ -139,9 +139,13 @@ def records_to_frame(records: Iterable[Record | dict], *, storage: Optional[Path
     """The frame of ``load_results`` from records in memory; ``storage`` (the artifact store root) makes
     the ``predictions`` column an absolute path (None without it)."""
     rows = [record_row(r, storage=storage) for r in records]
-    extra = sorted({k for row in rows for k in row if k.startswith(PREFIXES)},
-                   key=lambda k: (PREFIXES.index(k[: k.index(".") + 1]), k))
+    # grouped by prefix; within one, in the order the records report them (k-NN: k=20 before k=200)
+    seen = list(dict.fromkeys(k for row in rows for k in row if k.startswith(PREFIXES)))
+    extra = sorted(seen, key=lambda k: PREFIXES.index(k[: k.index(".") + 1]))
     df = pd.DataFrame(rows, columns=FIXED_COLUMNS + extra)
+    for k in extra:
+        if k.startswith("knob."):  # as stored (an int knob stays an int beside rows without it)
+            df[k] = pd.Series([row.get(k) for row in rows], dtype=object)
     df["seed"] = df["seed"].astype("Int64")
     df["predictions_n"] = df["predictions_n"].astype("Int64")
     df = df.sort_values(["created", "key"], na_position="first", kind="stable").reset_index(drop=True)

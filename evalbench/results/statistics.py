@@ -13,7 +13,8 @@ each seed (``frame.py``'s ``latest``), aggregated over seeds. ``cell_stats`` giv
   i.e. each example scores the fraction of seeds that got it right. It measures the test-set
   sampling error of this mean, not the spread between seeds (which ``std`` shows);
   ``t-seeds`` — several runs without (pairable) predictions: mean ± t(0.975, n-1) · std / sqrt(n),
-  the Student-t interval over seeds (``bootstrap.mean_interval``);
+  the Student-t interval over seeds (``bootstrap.mean_interval``), intersected with [0, 1] for
+  accuracies (with 2 seeds t(0.975, 1) = 12.7: the interval can reach past 0 or 1);
   ``none`` — one run whose record has no interval (diagnostics, records before intervals);
 - ``scores``: the per-example mean-over-seeds correctness (N,) float array where predictions exist
   (``None`` otherwise) and ``examples``, a digest of the test labels: two cells pair only when their
@@ -174,6 +175,8 @@ def _interval(g: pd.DataFrame, scores: Optional[np.ndarray]) -> tuple[float, flo
         lo, hi = percentile_interval(bootstrap_means(scores[None, :]))[0]
         return float(lo), float(hi), "bootstrap-seeds"
     _, (lo, hi) = mean_interval(g["value"].to_numpy())
+    if is_accuracy(g["metric"].iloc[0]):  # the mean of fractions lies in [0, 1]: intersecting keeps the coverage
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
     return lo, hi, "t-seeds"
 
 

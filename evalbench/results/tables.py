@@ -1,135 +1,335 @@
-"""Records -> tables: rows are checkpoints, columns are `task / protocol metric`, cells mean ± std
-over seeds (top-1 in %) where a stochastic protocol ran with several seeds; a deterministic
-protocol runs once and its cells carry no ±, but the run's 95% interval in brackets (its record's
-``details.ci95``: bootstrap over test examples, or over episodes for few-shot). A row whose encoder has tensors a skip left at
-initialisation is marked ``[partial: N tensors at init]``. Only the newest ok record per (checkpoint, task, protocol, params, seed)
-counts, so re-running after fixing a checkpoint replaces its old numbers.
+"""Records -> the table a person reads: rows are checkpoints, columns are (task, protocol@version setting).
+
+**Cells** (``statistics.cell_stats``): top-1 metrics in %, other metrics (diagnostics, invariance)
+with 3 significant digits. One run: its value and its 95% interval in brackets (the record's
+``details.ci95``: bootstrap over test examples, or the probe's own over episodes / images). Several
+runs of a stochastic protocol (seeds, label draws): mean ± std over them and a 95% interval of the
+mean — the bootstrap over test examples of the mean-over-seeds accuracy where every run stored its
+per-example predictions, else a Student-t interval over seeds. Only the newest ok record per
+(checkpoint, task, protocol, params, seed) counts, so re-running after fixing a checkpoint replaces
+its old numbers; failed records never become numbers.
+
+**Best and ties** (``statistics.rank_cells``, accuracy columns of two or more checkpoints): the
+highest mean of a column is in bold (LaTeX ``\\textbf``, Markdown ``**``, HTML ``<b>``; ``*`` after
+it in plain text); a cell marked † is tied with the best: no checkpoint is significantly better
+(exact McNemar on the same test examples for single runs, paired bootstrap for means over seeds, at
+5%; non-overlapping 95% intervals where predictions are missing). Unmarked cells are significantly
+behind at least one checkpoint. Cells with no interval and no predictions get no mark. Every format
+but CSV ends with this legend.
+
+**Headers**: the task on one header row, ``protocol@version setting`` on the next (the setting is the
+metric without its ``top1_`` prefix: ``knn@1 k20 T0.07``, ``linear@2 top1``; ``#xxxxxx``, the params
+digest, after the protocol where one protocol ran with several params). Per format:
+
+- ``plain`` and ``latex``: two header rows; LaTeX groups a task's columns under one
+  ``\\multicolumn`` with a ``\\cmidrule`` (booktabs), ``±`` and the interval in ``\\scriptsize``;
+- ``html``: two ``<thead>`` rows, the task cell spanning its columns (``colspan``);
+- ``github`` (Markdown has one header row): ``task<br>protocol setting`` in each header cell, which
+  GitHub renders as two lines;
+- ``csv``: one header row ``task / protocol setting`` (one row per checkpoint, so any CSV reader
+  takes it as is), cells as in the other formats, no marks and no legend.
+
+A row whose encoder has tensors a skip left at initialisation is marked ``[partial: N tensors at
+init]``; a row whose features collapsed (``diagnostics``) ``[COLLAPSED on <tasks>]``. Where a
+checkpoint's pretraining method or knobs vary, they are columns before the metrics.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Iterable, Optional
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional
 
 import pandas as pd
 from tabulate import tabulate
 
 from evalbench.core.registry import Registry
+from evalbench.results.frame import params_id as _params_id  # noqa: F401  (transfer.py, run/runner.py)
+from evalbench.results.frame import records_to_frame
 from evalbench.results.record import Record
+from evalbench.results.statistics import cell_stats, is_accuracy, rank_cells
 
+# tabulate's name for each format (ablation.py and transfer.py render through these)
 FORMATS: Registry[str] = Registry("table format", "evalbench table --help")
 for _fmt, _tablefmt in {"github": "github", "latex": "latex_booktabs", "html": "html", "plain": "simple"}.items():
     FORMATS.register(_fmt)(_tablefmt)
 FORMATS.register("csv")("csv")
 
-
-def _params_id(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:6]
-
-
-def _partial_mark(r: dict) -> str:
-    """A row whose encoder kept tensors at initialisation (the suite's skip_missing) says how many."""
-    load = ((r.get("details") or {}).get("features") or {}).get("load") or {}
-    # records before issue 8 listed absent BatchNorm counters as skipped: they change no feature
-    n = sum(not k.endswith("num_batches_tracked") for k in load.get("skipped") or ())
-    return f" [partial: {n} tensor{'s' if n > 1 else ''} at init]" if n else ""
-
-
-def records_frame(records: Iterable[Record | dict]) -> pd.DataFrame:
-    """Long form: one row per (ok record, metric). A deterministic protocol's seed is None."""
-    rows = []
-    for r in records:
-        r = r.to_dict() if isinstance(r, Record) else r
-        if r.get("status") != "ok":
-            continue
-        c, p = r["checkpoint"], r["protocol"]
-        row_label = c["name"] + (" (random init)" if c.get("random_init") else "") + _partial_mark(r)
-        pretrain = (c.get("meta") or {}).get("pretrain") or {}
-        knobs = {"method": pretrain.get("method"), **(pretrain.get("knobs") or {})} if pretrain else {}
-        ci = (r.get("details") or {}).get("ci95") or {}
-        for metric, value in r["metrics"].items():
-            lo, hi = ci.get(metric) or (float("nan"), float("nan"))
-            rows.append({"checkpoint": row_label, "task": r["task"]["name"], "protocol": f"{p['name']}@{p['version']}",
-                         "params": _params_id(p["params"]), "metric": metric, "seed": r["seed"],
-                         "value": float(value), "created": r["created"], "knobs": knobs, "lo": lo, "hi": hi})
-    cols = ["checkpoint", "task", "protocol", "params", "metric", "seed", "value", "created", "knobs", "lo", "hi"]
-    df = pd.DataFrame(rows, columns=cols)
-    return df.sort_values("created").drop_duplicates(cols[:6], keep="last")
-
-
-def summary_frame(df: pd.DataFrame, *, task: Optional[str] = None, protocol: Optional[str] = None) -> pd.DataFrame:
-    """Wide form with mean, std and n over seeds per (checkpoint, column)."""
-    if task:
-        df = df[df["task"] == task]
-    if protocol:
-        df = df[df["protocol"].str.split("@").str[0] == protocol.split("@")[0]]
-    if df.empty:
-        return pd.DataFrame()
-    variants = df.groupby(["task", "protocol"])["params"].transform("nunique")
-    proto = df["protocol"].where(variants == 1, df["protocol"] + "#" + df["params"])
-    df = df.assign(column=df["task"] + " / " + proto + " " + df["metric"])
-    agg = df.groupby(["checkpoint", "column"], sort=True).agg(
-        mean=("value", "mean"), std=("value", "std"), count=("value", "count"),
-        lo=("lo", "mean"), hi=("hi", "mean")).reset_index()  # lo, hi: the 95% interval (shown for one run)
-    # columns grouped by task / protocol; metrics keep the order the probe reported them in
-    metric_rank = {m: i for i, m in enumerate(dict.fromkeys(df["metric"]))}
-    order = sorted(df["column"].unique(), key=lambda c: (c.rsplit(" ", 1)[0], metric_rank[c.rsplit(" ", 1)[1]]))
-    agg["column"] = pd.Categorical(agg["column"], categories=order, ordered=True)
-    return agg
-
-
 COLLAPSED = "collapsed"  # the diagnostics protocol's flag: shown on the row, not as a column
+ROW_HEADER = "checkpoint (top-1 %)"
+DASH = "–"  # an absent cell (LaTeX: --)
+DAGGER = "†"
 
 
-def _cell(mean: float, std: float, n: int, *, metric: str, lo: float = float("nan"), hi: float = float("nan")) -> str:
-    """Top-1 metrics in %, other metrics (diagnostics) with 3 significant digits; ± only over several seeds;
-    one run's 95% interval (the record's details.ci95) in brackets after its value, where it has one."""
-    fmt = (lambda v: f"{100 * v:.1f}") if metric.startswith("top1") else (lambda v: f"{v:.3g}")
-    if n >= 2:
-        return f"{fmt(mean)} ± {fmt(std)}"
-    return fmt(mean) if pd.isna(lo) or pd.isna(hi) else f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
+@dataclass(frozen=True)
+class Column:
+    task: str
+    protocol: str  # name@version, with #params where one protocol ran with several params
+    setting: str  # the metric, compact
+    metric: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float
+    std: float
+    n: int
+    lo: float
+    hi: float
+    metric: str
+    best: bool  # the highest mean of an accuracy column of >= 2 checkpoints
+    tied: bool  # no checkpoint significantly better (not the best)
+
+
+@dataclass(frozen=True)
+class Table:
+    rows: list[str]  # row labels
+    knobs: pd.DataFrame  # index rows: method / knob columns (may have none)
+    columns: list[Column]
+    cells: dict[tuple[str, int], Cell]  # (row, column index) -> cell; absent: no ok record
+    ci: bool  # show intervals
+    ranked: bool  # some column shows best / tie marks
+
+
+def setting_label(metric: str) -> str:
+    """``top1_k20_T0.07`` -> ``k20 T0.07``; ``top1`` and other metrics stay as they are."""
+    return metric[len("top1_"):].replace("_", " ") if metric.startswith("top1_") else metric
+
+
+def _number(v: float, metric: str) -> str:
+    return f"{100 * v:.1f}" if is_accuracy(metric) else f"{v:.3g}"
 
 
 def knob_columns(df: pd.DataFrame) -> pd.DataFrame:
     """The method, and the pretraining knobs that differ between rows of the same method (DESIGN.md §5):
-    one row per checkpoint. Knobs that differ only because the methods differ are not repeated."""
-    per_row = df.drop_duplicates("checkpoint").set_index("checkpoint")["knobs"]
-    if not any(per_row):
-        return pd.DataFrame(index=per_row.index)
+    one row per checkpoint label. Knobs that differ only because the methods differ are not repeated."""
+    first = df.drop_duplicates("checkpoint_label").set_index("checkpoint_label")
+    knob_cols = [c for c in df.columns if c.startswith("knob.")]
+    per_row = {label: ({"method": r["method"], **{c[5:]: r[c] for c in knob_cols if not _missing(r[c])}}
+                       if not _missing(r["method"]) else {}) for label, r in first.iterrows()}
+    if not any(per_row.values()):
+        return pd.DataFrame(index=list(per_row))
     by_method: dict[str, list[dict]] = {}
-    for kn in per_row:
+    for kn in per_row.values():
         if kn:
-            by_method.setdefault(str(kn.get("method")), []).append(kn)
-    keys = list(dict.fromkeys(k for kn in per_row for k in kn if k != "method"))
+            by_method.setdefault(str(kn["method"]), []).append(kn)
+    keys = list(dict.fromkeys(k for kn in per_row.values() for k in kn if k != "method"))
     varying = ["method"] + [k for k in keys if any(len({repr(kn.get(k)) for kn in group}) > 1
                                                    for group in by_method.values())]
-    return pd.DataFrame({k: [("–" if not kn else str(kn.get(k, "–"))) for kn in per_row] for k in varying},
-                        index=per_row.index)
+    return pd.DataFrame({k: [(DASH if not kn else str(kn.get(k, DASH))) for kn in per_row.values()] for k in varying},
+                        index=list(per_row))
+
+
+def _missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def build_table(records: Iterable[Record | dict], *, task: Optional[str] = None, protocol: Optional[str] = None,
+                ci: bool = True, storage: Optional[Path] = None) -> Optional[Table]:
+    """The table's content (None: no ok record matches). ``storage``: where the records' predictions
+    files are (the run's ``--storage``); without it ties use the records' intervals."""
+    df = records_to_frame(records, storage=storage)
+    if task:
+        df = df[df["task"] == task]
+    if protocol:
+        df = df[df["protocol"] == protocol.split("@")[0]]
+    cells = cell_stats(df)
+    if cells.empty:
+        return None
+    cells = rank_cells(cells)
+    flags = (cells[(cells["metric"] == COLLAPSED) & (cells["mean"] > 0)].groupby("checkpoint_label")["task"]
+             .agg(lambda ts: sorted(set(ts))))
+    cells = cells[cells["metric"] != COLLAPSED]
+    if cells.empty:
+        return None
+    # a protocol run with several params sets gets one column group per set, named by the params digest
+    variants = cells.groupby(["task", "protocol_id"])["params_id"].transform("nunique")
+    proto = cells["protocol_id"].where(variants == 1, cells["protocol_id"] + "#" + cells["params_id"])
+    metric_order = {m: i for i, m in enumerate(c[7:] for c in df.columns if c.startswith("metric."))}
+    keys = sorted({(t, p, m) for t, p, m in zip(cells["task"], proto, cells["metric"])},
+                  key=lambda k: (k[0], k[1], metric_order[k[2]]))
+    columns = [Column(t, p, setting_label(m), m) for t, p, m in keys]
+    index = {k: i for i, k in enumerate(keys)}
+    rows = sorted(set(cells["checkpoint_label"]))
+    sizes = cells.groupby(["task", "protocol_id", "params_id", "metric"])["checkpoint"].transform("size")
+    out: dict[tuple[str, int], Cell] = {}
+    for (_, c), pr, size in zip(cells.iterrows(), proto, sizes):
+        ranked = size >= 2 and is_accuracy(c["metric"])
+        marked = ranked and c["rank_basis"] != "none"
+        out[(c["checkpoint_label"], index[(c["task"], pr, c["metric"])])] = Cell(
+            c["mean"], c["std"], int(c["n"]), c["lo"] if ci else float("nan"), c["hi"] if ci else float("nan"),
+            c["metric"], best=bool(ranked and c["best"]), tied=bool(marked and c["tied_with_best"]))
+    knobs = knob_columns(df[df["checkpoint_label"].isin(rows)]).reindex(rows)
+    labels = [f"{r} [COLLAPSED on {', '.join(flags[r])}]" if r in flags.index else r for r in rows]
+    cells_by_label = {(labels[rows.index(r)], i): v for (r, i), v in out.items()}
+    return Table(labels, knobs.set_axis(labels), columns, cells_by_label, ci,
+                 ranked=any(v.best for v in out.values()))
+
+
+# ---------------------------------------------------------------- cell text per format
+
+@dataclass(frozen=True)
+class Style:
+    """How one format writes a cell's parts."""
+
+    best: Callable[[str], str]
+    tied: Callable[[str], str]
+    extra: Callable[[str], str]  # the ± and interval after the value
+    pm: str
+
+
+STYLES: Registry[Style] = Registry("table style", "evalbench table --help")
+STYLES.register("plain")(Style(lambda v: v + "*", lambda v: v + DAGGER, lambda e: e, "±"))
+STYLES.register("github")(Style(lambda v: f"**{v}**", lambda v: v + DAGGER, lambda e: e, "±"))
+STYLES.register("html")(Style(lambda v: f"<b>{v}</b>", lambda v: v + DAGGER, lambda e: f"<small>{e}</small>", "±"))
+STYLES.register("latex")(Style(lambda v: f"\\textbf{{{v}}}", lambda v: v + "$^\\dagger$",
+                               lambda e: f"{{\\scriptsize {e}}}", "$\\pm$"))
+STYLES.register("csv")(Style(lambda v: v, lambda v: v, lambda e: e, "±"))
+
+
+def cell_text(cell: Optional[Cell], style: Style) -> str:
+    if cell is None:
+        return DASH
+    value = _number(cell.mean, cell.metric)
+    value = style.best(value) if cell.best else style.tied(value) if cell.tied else value
+    extra = []
+    if cell.n >= 2:
+        extra.append(f"{style.pm} {_number(cell.std, cell.metric)}")
+    if not (pd.isna(cell.lo) or pd.isna(cell.hi)):
+        extra.append(f"[{_number(cell.lo, cell.metric)}, {_number(cell.hi, cell.metric)}]")
+    return value + (" " + style.extra(" ".join(extra)) if extra else "")
+
+
+def legend(table: Table) -> list[str]:
+    """What the cells and marks mean (every format but CSV)."""
+    lines = ["Top-1 in %, other metrics as stored; mean ± std over seeds where a protocol ran several"
+             + ("; [95% interval]: one run's (bootstrap over test examples, or the probe's own over episodes), "
+                "or, over seeds, the bootstrap over test examples of the mean (a t-interval over seeds without "
+                "per-example predictions)" if table.ci else "") + "."]
+    if table.ranked:
+        lines.append(f"Bold: the best of a column; {DAGGER}: tied with the best (no checkpoint significantly better: "
+                     "exact McNemar test on the same test examples, paired bootstrap for means over seeds, at 5%; "
+                     "non-overlapping 95% intervals where predictions are missing).")
+    return lines
+
+
+# ---------------------------------------------------------------- renderers
+
+Renderer = Callable[[Table], str]
+RENDERERS: Registry[Renderer] = Registry("table format", "evalbench table --help")
+
+
+def _body(table: Table, style: Style) -> list[list[str]]:
+    return [[r, *table.knobs.loc[r].tolist(), *(cell_text(table.cells.get((r, i)), style)
+                                                for i in range(len(table.columns)))] for r in table.rows]
+
+
+@RENDERERS.register("csv")
+def render_csv(table: Table) -> str:
+    headers = [f"{c.task} / {c.protocol} {c.setting}" for c in table.columns]
+    frame = pd.DataFrame(_body(table, STYLES.get("csv")), columns=["checkpoint", *table.knobs.columns, *headers])
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
+@RENDERERS.register("github")
+def render_github(table: Table) -> str:
+    headers = [ROW_HEADER, *table.knobs.columns, *(f"{c.task}<br>{c.protocol} {c.setting}" for c in table.columns)]
+    text = tabulate(_body(table, STYLES.get("github")), headers=headers, tablefmt="github", disable_numparse=True,
+                    colalign=("left",) * (1 + len(table.knobs.columns)) + ("right",) * len(table.columns))
+    return text + "\n\n" + "\n".join(legend(table))
+
+
+def _task_row(table: Table, first: str) -> list[str]:
+    """The upper header row: the task above the first column of its group, blank above the rest."""
+    out, prev = [first] + [""] * len(table.knobs.columns), None
+    for c in table.columns:
+        out.append(c.task if c.task != prev else "")
+        prev = c.task
+    return out
+
+
+@RENDERERS.register("plain")
+def render_plain(table: Table) -> str:
+    upper = _task_row(table, "")
+    lower = [ROW_HEADER, *table.knobs.columns, *(f"{c.protocol} {c.setting}" for c in table.columns)]
+    headers = [f"{u}\n{l}" for u, l in zip(upper, lower)]
+    text = tabulate(_body(table, STYLES.get("plain")), headers=headers, tablefmt="simple", disable_numparse=True,
+                    colalign=("left",) * (1 + len(table.knobs.columns)) + ("right",) * len(table.columns))
+    return text + "\n\n" + "\n".join(legend(table))
+
+
+def _groups(table: Table) -> list[tuple[str, int]]:
+    """(task, number of consecutive columns) in column order."""
+    out: list[tuple[str, int]] = []
+    for c in table.columns:
+        if out and out[-1][0] == c.task:
+            out[-1] = (c.task, out[-1][1] + 1)
+        else:
+            out.append((c.task, 1))
+    return out
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+@RENDERERS.register("latex")
+def render_latex(table: Table) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), the legend as comments below it."""
+    lead = 1 + len(table.knobs.columns)
+    lines = [f"\\begin{{tabular}}{{{'l' * lead}{'r' * len(table.columns)}}}", "\\toprule"]
+    tasks, rules, start = [""] * lead, [], lead + 1
+    for task, span in _groups(table):
+        tasks.append(f"\\multicolumn{{{span}}}{{c}}{{{latex_escape(task)}}}")
+        rules.append(f"\\cmidrule(lr){{{start}-{start + span - 1}}}")
+        start += span
+    lines += [" & ".join(tasks) + " \\\\", " ".join(rules)]
+    lower = [ROW_HEADER, *table.knobs.columns, *(f"{c.protocol} {c.setting}" for c in table.columns)]
+    lines += [" & ".join(latex_escape(h) for h in lower) + " \\\\",
+              "\\midrule"]
+    style = STYLES.get("latex")
+    for r in table.rows:
+        plain = [latex_escape(r), *(latex_escape(str(v)) for v in table.knobs.loc[r].tolist())]
+        cells = [cell_text(table.cells.get((r, i)), style) for i in range(len(table.columns))]
+        lines.append(" & ".join(plain + cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines + [f"% {line}" for line in legend(table)])
+
+
+@RENDERERS.register("html")
+def render_html(table: Table) -> str:
+    lead = 1 + len(table.knobs.columns)
+    upper = ["<th></th>"] * lead + [f'<th colspan="{span}">{html.escape(task)}</th>' for task, span in _groups(table)]
+    lower = [f"<th>{html.escape(h)}</th>" for h in
+             [ROW_HEADER, *table.knobs.columns, *(f"{c.protocol} {c.setting}" for c in table.columns)]]
+    style = STYLES.get("html")
+    body = []
+    for r in table.rows:
+        plain = [f"<td>{html.escape(str(v))}</td>" for v in [r, *table.knobs.loc[r].tolist()]]
+        cells = [f'<td align="right">{_escape_cell(cell_text(table.cells.get((r, i)), style))}</td>'
+                 for i in range(len(table.columns))]
+        body.append("<tr>" + "".join(plain + cells) + "</tr>")
+    foot = "".join(f"<p>{html.escape(line)}</p>" for line in legend(table))
+    return "\n".join(["<table>", "<thead>", "<tr>" + "".join(upper) + "</tr>", "<tr>" + "".join(lower) + "</tr>",
+                      "</thead>", "<tbody>", *body, "</tbody>",
+                      f'<tfoot><tr><td colspan="{lead + len(table.columns)}">{foot}</td></tr></tfoot>', "</table>"])
+
+
+def _escape_cell(text: str) -> str:
+    """Escape a cell's text but keep the markup its style added (<b>, <small>)."""
+    out = html.escape(text, quote=False)
+    for tag in ("b", "small"):
+        out = out.replace(f"&lt;{tag}&gt;", f"<{tag}>").replace(f"&lt;/{tag}&gt;", f"</{tag}>")
+    return out
 
 
 def render_table(records: Iterable[Record | dict], *, fmt: str = "github", task: Optional[str] = None,
-                 protocol: Optional[str] = None, ci: bool = True) -> str:
-    """The table; ``ci``: a single run's cell shows its 95% interval beside the value."""
-    frame = records_frame(records)
-    summary = summary_frame(frame, task=task, protocol=protocol)
-    if summary.empty:
-        return "(no ok records match)"
-    metric = summary["column"].astype(str).str.rsplit(" ", n=1).str[1]
-    collapsed = summary[(metric == COLLAPSED) & (summary["mean"] > 0)]
-    flags = collapsed.groupby("checkpoint")["column"].agg(lambda cs: sorted({str(c).split(" / ")[0] for c in cs}))
-    summary = summary[metric != COLLAPSED].assign(metric=metric[metric != COLLAPSED])
-    nan = float("nan")
-    summary["cell"] = [_cell(m, s, n, metric=mt, lo=lo if ci else nan, hi=hi if ci else nan) for m, s, n, mt, lo, hi in
-                       zip(summary["mean"], summary["std"], summary["count"], summary["metric"], summary["lo"],
-                           summary["hi"])]
-    wide = summary.pivot(index="checkpoint", columns="column", values="cell")
-    wide = wide.astype(object).where(wide.notna(), "–")
-    wide.columns = [str(c) for c in wide.columns]
-    wide.columns.name = None
-    wide = knob_columns(frame[frame["checkpoint"].isin(wide.index)]).join(wide, how="right")
-    wide.index = [f"{c} [COLLAPSED on {', '.join(flags[c])}]" if c in flags.index else c for c in wide.index]
-    tablefmt = FORMATS.get(fmt)
-    if tablefmt == "csv":
-        return wide.to_csv(index_label="checkpoint")
-    return tabulate(wide, headers=["checkpoint (top-1 %)", *wide.columns], tablefmt=tablefmt, disable_numparse=True,
-                    colalign=("left",) + ("right",) * len(wide.columns))
+                 protocol: Optional[str] = None, ci: bool = True, storage: Optional[Path] = None) -> str:
+    """The table in one format (module docstring); ``ci``: show the 95% intervals."""
+    renderer = RENDERERS.get(fmt)
+    table = build_table(records, task=task, protocol=protocol, ci=ci, storage=storage)
+    return "(no ok records match)" if table is None else renderer(table)

@@ -1,7 +1,11 @@
 """Tables from records: newest ok record wins, errors never enter a cell, params variants split columns."""
 from __future__ import annotations
 
-from evalbench.results.tables import records_frame, render_table, summary_frame
+import math
+
+from evalbench.results.frame import records_to_frame
+from evalbench.results.statistics import cell_stats
+from evalbench.results.tables import render_table
 
 
 def _rec(name, value, *, seed=0, created="2026-01-01T00:00:00+00:00", status="ok", params=None, random_init=False):
@@ -12,8 +16,9 @@ def _rec(name, value, *, seed=0, created="2026-01-01T00:00:00+00:00", status="ok
 
 def test_table__newest_record_of_a_job_wins():
     recs = [_rec("a", 0.5, created="2026-01-01T00:00:00+00:00"), _rec("a", 0.7, created="2026-02-01T00:00:00+00:00")]
-    summary = summary_frame(records_frame(recs))
-    assert summary["mean"].tolist() == [0.7] and summary["count"].tolist() == [1]
+    cells = cell_stats(records_to_frame(recs))
+    assert cells["mean"].tolist() == [0.7] and cells["n"].tolist() == [1]
+    assert "70.0" in render_table(recs, fmt="csv") and "50.0" not in render_table(recs, fmt="csv")
 
 
 def test_table__error_records_never_become_numbers():
@@ -61,4 +66,9 @@ def test_table__a_single_runs_cell_shows_its_95_interval():
     r["details"] = {"ci95": {"top1": [0.85, 0.94]}}
     assert "90.0 [85.0, 94.0]" in render_table([r], fmt="github")
     assert "[" not in render_table([r], fmt="github", ci=False).split("\n", 2)[2]
-    assert "90.0 [" not in render_table([r, {**_rec("a", 0.8, seed=1), "details": r["details"]}], fmt="github")
+    two = render_table([r, {**_rec("a", 0.8, seed=1), "details": r["details"]}], fmt="csv")
+    assert "90.0 [" not in two  # over seeds: not one run's interval, but the t-interval over the two seeds
+    std = math.sqrt(((0.9 - 0.85) ** 2 + (0.8 - 0.85) ** 2) / 1)
+    t_975_df1 = math.tan(math.pi * (0.975 - 0.5))  # Student t with 1 df is Cauchy: quantile tan(pi (p - 1/2))
+    lo, hi = max(0.0, 0.85 - t_975_df1 * std / math.sqrt(2)), min(1.0, 0.85 + t_975_df1 * std / math.sqrt(2))
+    assert f'a,"85.0 ± {100 * std:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"' in two  # CSV quotes the comma
