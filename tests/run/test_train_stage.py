@@ -81,7 +81,7 @@ def test_run__train_records_intervals_draws_and_transfer(tmp_path, capsys):
     one = {r["seed"]: r["details"]["subset"] for r in trains if r["protocol"]["name"] == "semisup_1pct"}
     assert one[0]["source"] == "file" and one[0]["min_one_per_class"] is False
     table = render_table(records)
-    assert "digits / semisup_1pct@1 top1" in table and "±" in table  # mean ± std over the draws
+    assert "digits<br>semisup_1pct@1 top1" in table and "±" in table  # mean ± std over the draws
     again = run_suite(load_suite(path), results=store, executor="local")
     assert again.stages_run == {} and again.skipped == summary.ok
 
