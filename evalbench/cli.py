@@ -1,4 +1,4 @@
-"""Command line: `evalbench run|pretrain|sweep|table|list|splits|subsets|inspect|convert`; the only argparse namespace."""
+"""Command line: `evalbench run|pretrain|sweep|table|leaderboard|list|splits|subsets|inspect|convert`; the only argparse namespace."""
 from __future__ import annotations
 
 import argparse
@@ -122,6 +122,36 @@ def cmd_table(a: argparse.Namespace) -> int:
     else:
         print(render_table(list(store.records()), fmt=a.format, task=a.task, protocol=a.protocol))
     _report_problems(store.problems)
+    return 0
+
+
+@COMMANDS.register("leaderboard")
+def cmd_leaderboard(a: argparse.Namespace) -> int:
+    from evalbench.results import leaderboard
+    from evalbench.results.store import RecordStore
+
+    store = RecordStore(Path(a.results))
+    if not store.records_dir.is_dir():
+        raise EvalbenchError(f"no records under {store.records_dir}; run `evalbench run --results {a.results}` first "
+                             "or pass the results directory that holds records/")
+    records = list(store.records())
+    _report_problems(store.problems)
+    if a.suite:
+        from evalbench.specs.suite import load_suite
+        records = leaderboard.suite_records(records, load_suite(Path(a.suite)))
+    files = leaderboard.build(records, storage=Path(a.storage or a.results), plots=a.plots, tsne=a.tsne or ())
+    out = Path(a.out)
+    if a.check:  # CI: the committed leaderboard must be what the records give
+        diff = leaderboard.check(out, files)
+        if diff:
+            print(diff, end="")
+            print(f"evalbench: the leaderboard in {out} is not what the records give (diff above); regenerate it "
+                  "(the same command without --check) and commit it", file=sys.stderr)
+            return 1
+        print(f"evalbench: the leaderboard in {out} is what the records give ({len(files)} files)", file=sys.stderr)
+        return 0
+    leaderboard.write(out, files)
+    print(f"evalbench: wrote {len(files)} files to {out}: {', '.join(files)}", file=sys.stderr)
     return 0
 
 
@@ -278,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--transfer", action="store_true",
                    help="the transfer matrix: pretraining task -> target task (checkpoints' pretrained_on)")
     t.add_argument("--source", default=None, help="with --transfer: only checkpoints pretrained on this task")
+    lb = sub.add_parser("leaderboard", help="write the leaderboard (Markdown, CSV, a static HTML page, plots) or --check it")
+    lb.add_argument("--results", default="results", help="results directory (records)")
+    lb.add_argument("--storage", default=None,
+                    help="artifact store the run used (predictions, features for --tsne; default: --results)")
+    lb.add_argument("--suite", default=None, help="only the records of this suite's checkpoints, tasks and protocols")
+    lb.add_argument("--out", required=True, help="directory of leaderboard.md, leaderboard.csv, index.html, plots/")
+    lb.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 with a unified diff when the files in --out are not what the records give")
+    lb.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                    help="PNG + SVG plots beside the leaderboard, shown in the page (default: on)")
+    lb.add_argument("--tsne", nargs="+", default=None, metavar="CHECKPOINT",
+                    help="also a t-SNE of these checkpoints' test features (by name; needs their features in --storage)")
     li = sub.add_parser("list", help="list tasks, protocols, encoders, loaders or views")
     li.add_argument("what", choices=LISTINGS.names())
     ins = sub.add_parser("inspect", help="show a checkpoint's layout, candidates and fit (--arch); propose rename rules")
