@@ -23,7 +23,7 @@ from evalbench.core.errors import ConfigError
 from evalbench.core.yamlio import check_mapping, read_yaml
 from evalbench.pretrain.config import PretrainConfig, apply_overrides, parse_pretrain_config
 from evalbench.specs.checkpoint import CheckpointSpec, RandomWeights, StageWeights
-from evalbench.specs.suite import Suite, parse_protocol_entry
+from evalbench.specs.suite import Suite, check_sizes, parse_protocol_entry
 from evalbench.specs.task import resolve_task
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "points", "seeds", "evaluate")
@@ -107,6 +107,7 @@ def parse_sweep(data: Any, *, source: Path, max_points: int = MAX_POINTS, yes: b
                   for t in ev["tasks"])
     protocols = tuple(parse_protocol_entry(p, where=f"{where}: evaluate.protocols[{i}]")
                       for i, p in enumerate(ev["protocols"]))
+    check_sizes(tasks, protocols, ev["protocols"], where=f"{where}: evaluate")  # before any pretraining
     name = str(d.get("name", source.stem))
     ckpts = [CheckpointSpec(name=f"{base.arch.split(':')[-1]} random init", arch=base.arch, data=base.data,
                             weights=RandomWeights(0), meta={"sweep": {"name": name, "point": None, "label": "random init",

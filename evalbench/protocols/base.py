@@ -35,6 +35,10 @@ class TaskSizes:
     task: str
     bank: int  # train + val: what a probe without a selection step (k-NN) fits on
     test: Optional[int]  # None: the dataset has a test set of its own (its size is known once loaded)
+    # images per class of each split after the split file ({"train": (n_0, .., n_C-1), "val": .., "test": ..}),
+    # read from the labels (no image decoded) on the first call; None where the data cannot be read
+    # (planning records why). A callable: only a protocol whose check needs counts (few-shot) pays for them
+    class_counts: Callable[[], Optional[dict[str, tuple[int, ...]]]] = lambda: None
 
 
 class ProbeParams(Doc):

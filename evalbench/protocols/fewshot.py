@@ -64,10 +64,28 @@ class FewshotParams(ProbeParams):
         return _distinct(values)
 
     def check_sizes(self, sizes: TaskSizes) -> list[tuple[tuple, str]]:
+        """What the task is too small for, before any work: the bank for ways x K, then (from the labels'
+        per-class counts, where the data can be read) the ways, K against the smallest train class and
+        the queries against the smallest val and test class; the same rules as ``check_counts``."""
         need = self.ways * max(self.shots)
-        return [(("shots",), f"got {max(self.shots)}; {self.ways} ways x {max(self.shots)} shots need {need} train "
-                 f"images but task {sizes.task!r} holds {sizes.bank} (train + val); lower the shots or the ways")
-                ] if need > sizes.bank else []
+        if need > sizes.bank:
+            return [(("shots",), f"got {max(self.shots)}; {self.ways} ways x {max(self.shots)} shots need {need} train "
+                     f"images but task {sizes.task!r} holds {sizes.bank} (train + val); lower the shots or the ways")]
+        counts = sizes.class_counts()
+        if counts is None:  # data not readable: planning records that for the task's jobs
+            return []
+        if self.ways > len(counts["train"]):
+            return [(("ways",), f"got {self.ways}; task {sizes.task!r} has {len(counts['train'])} classes; lower `ways` "
+                     f"to at most {len(counts['train'])}")]
+        for split, loc, n in (("train", "shots", max(self.shots)), ("val", "queries", self.queries),
+                              ("test", "queries", self.queries)):
+            c = int(np.argmin(counts[split]))
+            if counts[split][c] < n:
+                what = f"K = {n} (the largest of `shots`)" if split == "train" else f"{n} queries per class"
+                return [((loc,), f"{what}, but class {c} of task {sizes.task!r} has only {counts[split][c]} {split} "
+                         f"images (the smallest class of its {split} split after the split file); lower `{loc}` to "
+                         f"at most {counts[split][c]}, or use a task with more images per class")]
+        return []
 
 
 def class_indices(y: np.ndarray, num_classes: int) -> list[np.ndarray]:

@@ -144,8 +144,9 @@ def _checkpoint(doc: CheckpointDoc, raw: dict, *, where: str, base: Path) -> Che
     return parse_checkpoint(raw, where=where, base_dir=base)
 
 
-def _check_sizes(tasks: tuple[TaskSpec, ...], protocols: tuple[ProtocolSpec, ...], entries: list, *, where: str) -> None:
-    """Protocol params no task can take (a k-NN k above the bank size): errors now, not after extraction."""
+def check_sizes(tasks: tuple[TaskSpec, ...], protocols: tuple[ProtocolSpec, ...], entries: list, *, where: str) -> None:
+    """Protocol params no task can take (a k-NN k above the bank size, a few-shot K above the smallest
+    class): errors when the suite or sweep is read, not after extraction."""
     for task in tasks:
         sizes = task_sizes(task)
         if sizes is None:  # no split file: planning records that for the task's jobs
@@ -180,7 +181,7 @@ def parse_suite(data: Any, *, source: Path) -> Suite:
     _no_repeats([repr(p.identity_payload()) for p in protocols], where=where, field="protocols",
                 what="the same protocol with the same params")
     _no_repeats(list(d.seeds), where=where, field="seeds", what="the same seed")
-    _check_sizes(tasks, protocols, raw["protocols"], where=where)
+    check_sizes(tasks, protocols, raw["protocols"], where=where)
     return Suite(d.name or source.stem, ckpts, tasks, protocols, tuple(d.seeds), d.amp)
 
 

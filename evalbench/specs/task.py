@@ -15,9 +15,11 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from evalbench.core.errors import ConfigError, EvalbenchError
@@ -161,8 +163,28 @@ def task_sizes(spec: TaskSpec) -> Optional[TaskSizes]:
         train_size, test = split.get("train_size"), split.get("test")
         if not isinstance(train_size, int) or (test is not None and not isinstance(test, list)):
             return None
-        return TaskSizes(task=spec.name, bank=train_size - len(test or []), test=None if test is None else len(test))
+        return TaskSizes(task=spec.name, bank=train_size - len(test or []), test=None if test is None else len(test),
+                         class_counts=partial(task_class_counts, spec))
     except EvalbenchError:
+        return None
+
+
+_CLASS_COUNTS: dict[str, dict[str, tuple[int, ...]]] = {}  # memo: one label read per task data per process
+
+
+def task_class_counts(spec: TaskSpec) -> Optional[dict[str, tuple[int, ...]]]:
+    """Images per class of the task's train, val and test splits after its split file, from the labels
+    alone (ImageSource.labels: no image decoded); None where the data or split file cannot be read
+    (planning then records why). Memoised per (loader, params, root, split file hash)."""
+    try:
+        _, split_sha = read_task_split(spec)
+        key = repr((spec.loader, spec.params, str(task_root(spec)), split_sha, spec.num_classes))
+        if key not in _CLASS_COUNTS:
+            sets = load_task(spec)
+            _CLASS_COUNTS[key] = {s: tuple(int(n) for n in np.bincount(getattr(sets, s).labels, minlength=spec.num_classes))
+                                  for s in ("train", "val", "test")}
+        return _CLASS_COUNTS[key]
+    except (EvalbenchError, OSError):
         return None
 
 

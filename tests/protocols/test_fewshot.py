@@ -1,6 +1,7 @@
 """fewshot@1: the closed-form ridge equals scikit-learn's RidgeClassifier for every L2 of a grid (one
 eigendecomposition), the interval over episodes narrows as episodes grow, and a K larger than the
-smallest class (or too many ways) is refused before any episode is drawn."""
+smallest class (or too many ways) is refused before any episode is drawn, and already when a suite or
+sweep is read (per-class counts from the task's labels, before any work)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,11 +9,17 @@ import pytest
 import torch
 from sklearn.linear_model import RidgeClassifier
 
+import yaml
+
+from evalbench.cli import main
 from evalbench.core.errors import ConfigError
 from evalbench.features.artifact import Features
 from evalbench.protocols.base import TaskSizes
 from evalbench.protocols.fewshot import FewshotParams, centroid_predict, fewshot_probe, ridge_scores
+from evalbench.pretrain.sweep import parse_sweep
 from evalbench.specs.protocol import resolve_protocol
+from evalbench.specs.suite import parse_suite
+from evalbench.specs.task import load_task, resolve_task, task_sizes
 
 CPU = torch.device("cpu")
 L2S = [1e-3, 1e-1, 1.0, 10.0, 300.0]
@@ -90,3 +97,45 @@ def test_fewshot__params_are_checked_at_the_edge():
         resolve_protocol("fewshot").with_params({"episodes": 1}, where="suite.yaml")
     p = FewshotParams.model_validate({**PARAMS, "shots": [1, 200]})
     assert p.check_sizes(TaskSizes("tiny", bank=500, test=None))[0][0] == ("shots",)
+
+
+def _smallest(split: str) -> tuple[int, int]:
+    """(class, images) of the smallest class of digits' ``split`` after its split file, from the labels."""
+    task = resolve_task("digits")
+    counts = np.bincount(getattr(load_task(task), split).labels, minlength=task.num_classes)
+    return int(counts.argmin()), int(counts.min())
+
+
+def _suite(**params) -> dict:
+    return {"checkpoints": [{"name": "r", "arch": "builtin:small-cnn", "init": "random"}], "tasks": ["digits"],
+            "protocols": ["knn", {"name": "fewshot", "params": params}]}
+
+
+def test_fewshot__k_above_the_smallest_class_is_refused_when_the_suite_is_read(tmp_path):
+    c, n = _smallest("train")
+    with pytest.raises(ConfigError, match=rf"s\.yaml: protocols\[1\]\.params\.shots: K = {n + 1} \(the largest of "
+                       rf"`shots`\), but class {c} of task 'digits' has only {n} train images .* at most {n}"):
+        parse_suite(_suite(shots=[1, n + 1]), source=tmp_path / "s.yaml")
+    assert 5 * (n + 1) <= task_sizes(resolve_task("digits")).bank  # the bank check (ways x K) alone lets it through
+    parse_suite(_suite(shots=[1, n]), source=tmp_path / "s.yaml")  # the smallest class's size itself is fine
+    vc, vn = _smallest("val")
+    with pytest.raises(ConfigError, match=rf"params\.queries: {vn + 1} queries per class, but class {vc} of task "
+                                          rf"'digits' has only {vn} val images"):
+        parse_suite(_suite(queries=vn + 1), source=tmp_path / "s.yaml")
+    with pytest.raises(ConfigError, match=r"params\.ways: got 11; task 'digits' has 10 classes"):
+        parse_suite(_suite(ways=11), source=tmp_path / "s.yaml")
+
+
+def test_fewshot__k_above_the_smallest_class_stops_a_run_and_a_sweep_before_any_work(tmp_path, capsys):
+    c, n = _smallest("train")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(yaml.safe_dump(_suite(shots=[n + 1])))
+    assert main(["run", str(suite), "--results", str(tmp_path / "res"), "--executor", "local"]) == 2
+    assert f"class {c} of task 'digits' has only {n} train images" in capsys.readouterr().err
+    assert not list((tmp_path / "res").glob("records/*.json"))  # nothing ran
+    base = {"method": "simclr", "arch": "builtin:small-cnn", "task": "digits", "epochs": 1, "batch_size": 64,
+            "preprocessing": {"in_chans": 1, "mean": [0.5], "std": [0.5]}}
+    with pytest.raises(ConfigError, match=rf"g\.yaml: evaluate\.protocols\[0\]\.params\.shots: K = {n + 1}"):
+        parse_sweep({"base": base, "grid": {"loss.temperature": [0.1, 0.2]},
+                     "evaluate": {"tasks": ["digits"], "protocols": [{"name": "fewshot", "params": {"shots": [n + 1]}}]}},
+                    source=tmp_path / "g.yaml")
