@@ -1,4 +1,5 @@
-"""Command line: `evalbench run|pretrain|sweep|table|leaderboard|list|splits|subsets|inspect|convert`; the only argparse namespace."""
+"""Command line: `evalbench run|pretrain|sweep|table|leaderboard|diff|check-targets|list|splits|subsets|inspect|convert`;
+the only argparse namespace."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,10 @@ LISTINGS: Registry[Callable[[], list[str]]] = Registry("listing", "evalbench lis
 
 
 def _report_problems(problems: dict[str, str]) -> None:
-    for path, why in sorted(problems.items()):
-        print(f"evalbench: skipped {path}: not a valid record ({why}); `evalbench run` evaluates its job again",
-              file=sys.stderr)
+    from evalbench.results.frame import problem_lines
+
+    for line in problem_lines(problems):
+        print(line, file=sys.stderr)
 
 
 def _run_and_report(suite, a: argparse.Namespace, render: Callable[[list], str]) -> int:
@@ -48,7 +50,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         suite = replace(suite, amp=True)
     if a.trust_pickle:  # every checkpoint of this suite is trusted (per entry: `trust_pickle: true`)
         suite = replace(suite, checkpoints=tuple(replace(c, trust_pickle=True) for c in suite.checkpoints))
-    return _run_and_report(suite, a, lambda records: render_table(records, fmt=a.format))
+    return _run_and_report(suite, a, lambda records: render_table(records, fmt=a.format,
+                                                                  storage=Path(a.storage or a.results)))
 
 
 @COMMANDS.register("pretrain")
@@ -120,9 +123,33 @@ def cmd_table(a: argparse.Namespace) -> int:
         from evalbench.results.transfer import render_transfer
         print(render_transfer(list(store.records()), fmt=a.format, source=a.source))
     else:
-        print(render_table(list(store.records()), fmt=a.format, task=a.task, protocol=a.protocol))
+        print(render_table(list(store.records()), fmt=a.format, task=a.task, protocol=a.protocol,
+                           storage=Path(a.storage or a.results)))
     _report_problems(store.problems)
     return 0
+
+
+@COMMANDS.register("diff")
+def cmd_diff(a: argparse.Namespace) -> int:
+    """Cell by cell, OLD vs NEW (results directories or leaderboard CSVs): exit 1 when a number moved by
+    more than --tol or a cell disappeared (results/gates.py)."""
+    from evalbench.results.gates import diff_cells, load_cells, render_outcome
+
+    report = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    outcome = diff_cells(load_cells(Path(a.old), report=report), load_cells(Path(a.new), report=report), tol=a.tol)
+    print(render_outcome(outcome, fmt=a.format, show_all=a.all))
+    return 0 if outcome.passed else 1
+
+
+@COMMANDS.register("check-targets")
+def cmd_check_targets(a: argparse.Namespace) -> int:
+    """Exit 1 when a target's cell is below its minimum - tolerance, or missing (results/gates.py)."""
+    from evalbench.results.gates import check_targets, load_cells, load_targets, render_outcome
+
+    targets = load_targets(Path(a.targets))
+    outcome = check_targets(targets, load_cells(Path(a.results), report=lambda line: print(line, file=sys.stderr)))
+    print(render_outcome(outcome, fmt=a.format, show_all=a.all))
+    return 0 if outcome.passed else 1
 
 
 @COMMANDS.register("leaderboard")
@@ -302,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--format", default="github", help="table format: github, latex, html, csv, plain")
     t = sub.add_parser("table", help="render the table from stored records")
     t.add_argument("--results", default="results")
+    t.add_argument("--storage", default=None,
+                   help="the run's artifact store, where per-example predictions are (default: --results)")
     t.add_argument("--format", default="github", help="github, latex, html, csv, plain")
     t.add_argument("--task", default=None)
     t.add_argument("--protocol", default=None)
@@ -320,6 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="PNG + SVG plots beside the leaderboard, shown in the page (default: on)")
     lb.add_argument("--tsne", nargs="+", default=None, metavar="CHECKPOINT",
                     help="also a t-SNE of these checkpoints' test features (by name; needs their features in --storage)")
+    dg = sub.add_parser("diff", help="compare two results directories / leaderboard CSVs cell by cell (exit 1 on a move)")
+    dg.add_argument("old", help="results directory (with records/) or leaderboard CSV (or a directory holding one)")
+    dg.add_argument("new", help="results directory (with records/) or leaderboard CSV (or a directory holding one)")
+    dg.add_argument("--tol", type=float, default=0.5,
+                    help="largest allowed move: percentage points for top-1 metrics, own units otherwise (default 0.5)")
+    dg.add_argument("--format", default="plain", help="plain, github, latex, html, csv")
+    dg.add_argument("--all", action="store_true", help="list every cell, not only those that moved, vanished or are new")
+    ct = sub.add_parser("check-targets", help="fail (exit 1) when a reference target regressed or has no cell")
+    ct.add_argument("targets", help="targets YAML or CSV: checkpoint, task, protocol, metric, minimum, tolerance")
+    ct.add_argument("--results", default="results", help="results directory or leaderboard CSV (default: results)")
+    ct.add_argument("--format", default="plain", help="plain, github, latex, html, csv")
+    ct.add_argument("--all", action="store_true", help="list every target, not only the failing ones")
     li = sub.add_parser("list", help="list tasks, protocols, encoders, loaders or views")
     li.add_argument("what", choices=LISTINGS.names())
     ins = sub.add_parser("inspect", help="show a checkpoint's layout, candidates and fit (--arch); propose rename rules")

@@ -176,10 +176,11 @@ class Style:
     tied: Callable[[str], str]
     extra: Callable[[str], str]  # the ± and interval after the value
     pm: str
+    best_word: str = "Bold"  # how the legend names the best mark
 
 
 STYLES: Registry[Style] = Registry("table style", "evalbench table --help")
-STYLES.register("plain")(Style(lambda v: v + "*", lambda v: v + DAGGER, lambda e: e, "±"))
+STYLES.register("plain")(Style(lambda v: v + "*", lambda v: v + DAGGER, lambda e: e, "±", best_word="*"))
 STYLES.register("github")(Style(lambda v: f"**{v}**", lambda v: v + DAGGER, lambda e: e, "±"))
 STYLES.register("html")(Style(lambda v: f"<b>{v}</b>", lambda v: v + DAGGER, lambda e: f"<small>{e}</small>", "±"))
 STYLES.register("latex")(Style(lambda v: f"\\textbf{{{v}}}", lambda v: v + "$^\\dagger$",
@@ -200,14 +201,14 @@ def cell_text(cell: Optional[Cell], style: Style) -> str:
     return value + (" " + style.extra(" ".join(extra)) if extra else "")
 
 
-def legend(table: Table) -> list[str]:
+def legend(table: Table, style: Style) -> list[str]:
     """What the cells and marks mean (every format but CSV)."""
     lines = ["Top-1 in %, other metrics as stored; mean ± std over seeds where a protocol ran several"
              + ("; [95% interval]: one run's (bootstrap over test examples, or the probe's own over episodes), "
                 "or, over seeds, the bootstrap over test examples of the mean (a t-interval over seeds without "
                 "per-example predictions)" if table.ci else "") + "."]
     if table.ranked:
-        lines.append(f"Bold: the best of a column; {DAGGER}: tied with the best (no checkpoint significantly better: "
+        lines.append(f"{style.best_word}: the best of a column; {DAGGER}: tied with the best (no checkpoint significantly better: "
                      "exact McNemar test on the same test examples, paired bootstrap for means over seeds, at 5%; "
                      "non-overlapping 95% intervals where predictions are missing).")
     return lines
@@ -236,7 +237,7 @@ def render_github(table: Table) -> str:
     headers = [ROW_HEADER, *table.knobs.columns, *(f"{c.task}<br>{c.protocol} {c.setting}" for c in table.columns)]
     text = tabulate(_body(table, STYLES.get("github")), headers=headers, tablefmt="github", disable_numparse=True,
                     colalign=("left",) * (1 + len(table.knobs.columns)) + ("right",) * len(table.columns))
-    return text + "\n\n" + "\n".join(legend(table))
+    return text + "\n\n" + "\n".join(legend(table, STYLES.get("github")))
 
 
 def _task_row(table: Table, first: str) -> list[str]:
@@ -255,7 +256,7 @@ def render_plain(table: Table) -> str:
     headers = [f"{u}\n{l}" for u, l in zip(upper, lower)]
     text = tabulate(_body(table, STYLES.get("plain")), headers=headers, tablefmt="simple", disable_numparse=True,
                     colalign=("left",) * (1 + len(table.knobs.columns)) + ("right",) * len(table.columns))
-    return text + "\n\n" + "\n".join(legend(table))
+    return text + "\n\n" + "\n".join(legend(table, STYLES.get("plain")))
 
 
 def _groups(table: Table) -> list[tuple[str, int]]:
@@ -297,7 +298,7 @@ def render_latex(table: Table) -> str:
         cells = [cell_text(table.cells.get((r, i)), style) for i in range(len(table.columns))]
         lines.append(" & ".join(plain + cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines + [f"% {line}" for line in legend(table)])
+    return "\n".join(lines + [f"% {line}" for line in legend(table, style)])
 
 
 @RENDERERS.register("html")
@@ -313,7 +314,7 @@ def render_html(table: Table) -> str:
         cells = [f'<td align="right">{_escape_cell(cell_text(table.cells.get((r, i)), style))}</td>'
                  for i in range(len(table.columns))]
         body.append("<tr>" + "".join(plain + cells) + "</tr>")
-    foot = "".join(f"<p>{html.escape(line)}</p>" for line in legend(table))
+    foot = "".join(f"<p>{html.escape(line)}</p>" for line in legend(table, style))
     return "\n".join(["<table>", "<thead>", "<tr>" + "".join(upper) + "</tr>", "<tr>" + "".join(lower) + "</tr>",
                       "</thead>", "<tbody>", *body, "</tbody>",
                       f'<tfoot><tr><td colspan="{lead + len(table.columns)}">{foot}</td></tr></tfoot>', "</table>"])
