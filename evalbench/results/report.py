@@ -271,8 +271,11 @@ def ablation_plots(cells: list[Cell], ctx: PlotContext) -> list[Plot]:
             continue
         accuracy = [c for c in groups[group] if is_accuracy(c.metric)]
         for task in sorted({c.task for c in accuracy}):
-            panels = sorted({(c.protocol, c.params, c.metric) for c in accuracy if c.task == task})
-            plots.append(_ablation_figure(group, task, varying, panels, [c for c in accuracy if c.task == task]))
+            task_cells = [c for c in accuracy if c.task == task]
+            if len({json.dumps([_knobs(c.records[0]).get(k) for k in varying]) for c in task_cells}) < 2:
+                continue  # one point of the grid on this task: nothing to compare
+            panels = sorted({(c.protocol, c.params, c.metric) for c in task_cells})
+            plots.append(_ablation_figure(group, task, varying, panels, task_cells))
     return plots
 
 
