@@ -37,9 +37,11 @@ than c when (a) both have pairable predictions and d − c is significant as abo
 single runs, else the paired bootstrap interval lies above 0), else (b) both have intervals and they do not overlap (lo_d > hi_c; conservative, as
 overlapping 95% intervals can still differ significantly). So the best and every checkpoint no
 other is significantly better than share rank 1 ("tied with the best"); ranks 1, 1, 3 read as two
-tied leaders and one significantly behind. ``rank_basis`` says what the cell's comparisons used:
+tied leaders and one significantly behind. ``rank_basis`` says what the cell's comparisons with the
+checkpoints of higher mean (the only ones that can be significantly better) used:
 ``paired`` (all), ``intervals`` (at least one by overlap), ``none`` (at least one comparison had
-neither, so a tie there means "unknown", not "not significant"); None for a column of one cell. The column's pairs are resampled
+neither, so a tie there means "unknown", not "not significant"); None for the best (nothing above
+it). A cell none of whose comparisons had a basis gets no rank (<NA>). The column's pairs are resampled
 together (one draw of test examples for all checkpoints: the same draws ``paired_bootstrap`` makes
 for each pair, so each pair's interval equals its ``paired_bootstrap``).
 """
@@ -237,7 +239,7 @@ def rank_cells(cells: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int = S
         for i, c in col.iterrows():
             better, bases = 0, set()
             for j, d in col.iterrows():
-                if i == j:
+                if i == j or d["mean"] <= c["mean"]:  # only a higher mean can be significantly better
                     continue
                 if (j, i) in paired:
                     better += paired[(j, i)]
@@ -247,8 +249,9 @@ def rank_cells(cells: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int = S
                     bases.add("intervals")
                 else:
                     bases.add("none")
-            out.at[i, "rank"] = 1 + better
+            known = bases != {"none"}  # a cell no comparison could test (no interval, no predictions): no rank
+            out.at[i, "rank"] = 1 + better if known else pd.NA
             out.at[i, "best"] = bool(c["mean"] == top)
-            out.at[i, "tied_with_best"] = bool(better == 0 and c["mean"] != top)
+            out.at[i, "tied_with_best"] = bool(known and better == 0 and c["mean"] != top)
             out.at[i, "rank_basis"] = max(bases, key=RANK_BASES.index) if bases else None
     return out
