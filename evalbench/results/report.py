@@ -190,20 +190,23 @@ def _label(v) -> str:
 
 
 @dataclass(frozen=True)
-class _Point:
+class Point:
     knobs: tuple  # the varying knobs' values, as JSON texts
     mean: float  # % over the checkpoints (pretraining seeds) of this point
     std: float
     n: int
 
 
-def _varying(recs: list[Record]) -> list[str]:
+def varying_knobs(recs: list[Record]) -> list[str]:
+    """The pretraining knobs (not the seed) whose values differ between the records' checkpoints, sorted."""
     per_ckpt = {r.checkpoint["name"]: _knobs(r) for r in recs}
     keys = sorted({k for kn in per_ckpt.values() for k in kn})
     return [k for k in keys if len({json.dumps(kn.get(k), sort_keys=True) for kn in per_ckpt.values()}) > 1]
 
 
-def _points(group_cells: list[Cell], varying: list[str]) -> dict[tuple, _Point]:
+def ablation_points(group_cells: list[Cell], varying: list[str]) -> dict[tuple, Point]:
+    """One point per combination of the varying knobs' values (JSON texts): the mean in % over its
+    checkpoints (one per pretraining seed) and their std."""
     by_point: dict[tuple, list[float]] = {}
     for c in group_cells:
         kn = _knobs(c.records[0])
@@ -211,11 +214,11 @@ def _points(group_cells: list[Cell], varying: list[str]) -> dict[tuple, _Point]:
     out = {}
     for key, vals in by_point.items():
         arr = np.asarray(vals)
-        out[key] = _Point(key, float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else float("nan"), len(arr))
+        out[key] = Point(key, float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else float("nan"), len(arr))
     return out
 
 
-def _heatmap(ax, fig, points: dict[tuple, _Point], varying: list[str], title: str) -> None:
+def _heatmap(ax, fig, points: dict[tuple, Point], varying: list[str], title: str) -> None:
     ys = sorted({p[0] for p in points}, key=lambda t: _value_key(json.loads(t)))
     xs = sorted({p[1] for p in points}, key=lambda t: _value_key(json.loads(t)))
     grid = np.full((len(ys), len(xs)), np.nan)
@@ -240,7 +243,7 @@ def _heatmap(ax, fig, points: dict[tuple, _Point], varying: list[str], title: st
     fig.colorbar(image, ax=ax, label="test top-1 (%)", shrink=0.9)
 
 
-def _knob_line(ax, points: dict[tuple, _Point], varying: list[str], i: int, title: str, color) -> None:
+def _knob_line(ax, points: dict[tuple, Point], varying: list[str], i: int, title: str, color) -> None:
     """The metric against knob ``i``: the mean over points with that value (over the other knobs, if any)."""
     by_value: dict[str, list[float]] = {}
     for key, p in points.items():
@@ -266,7 +269,7 @@ def ablation_plots(cells: list[Cell], ctx: PlotContext) -> list[Plot]:
             groups.setdefault(g, []).append(c)
     plots = []
     for group in sorted(groups):
-        varying = _varying([c.records[0] for c in groups[group]])
+        varying = varying_knobs([c.records[0] for c in groups[group]])
         if not varying:
             continue
         accuracy = [c for c in groups[group] if is_accuracy(c.metric)]
@@ -289,7 +292,7 @@ def _ablation_figure(group: str, task: str, varying: list[str], panels: list[tup
     colors = _colors([str(p) for p in panels])
     for i, panel in enumerate(panels):
         pc = [c for c in task_cells if (c.protocol, c.params, c.metric) == panel]
-        points = _points(pc, varying)
+        points = ablation_points(pc, varying)
         title = f"{panel[0]} {panel[2]}"
         if two:
             _heatmap(axes[0][i], fig, points, varying, title)
