@@ -60,9 +60,13 @@ def _read_leaderboard(path: Path) -> pd.DataFrame:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise GateInputError(f"{path}: not UTF-8 text (byte {e.start}); expected a leaderboard CSV") from None
+    return _parse_leaderboard(text, where=str(path))
+
+
+def _parse_leaderboard(text: str, *, where: str) -> pd.DataFrame:
+    path = where
     try:
-        df = pd.read_csv(io.StringIO(text), dtype={"checkpoint": str, "task": str, "protocol": str, "params_id": str,
-                                                   "metric": str}, keep_default_na=False, na_values={"lo": [""], "hi": [""]})
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise GateInputError(f"{path}: not a CSV ({' '.join(str(e).split())}); expected a leaderboard CSV with "
                              f"columns {','.join(CSV_COLUMNS)} (evalbench leaderboard writes it)") from None
@@ -72,7 +76,7 @@ def _read_leaderboard(path: Path) -> pd.DataFrame:
                              f"{','.join(CSV_COLUMNS)} (evalbench leaderboard writes it)")
     for c in ("value", "lo", "hi", "n"):
         num = pd.to_numeric(df[c], errors="coerce")
-        bad = df.index[num.isna() & (df[c].astype(str) != "") if c in ("lo", "hi") else num.isna()]
+        bad = df.index[num.isna() & ((df[c] != "") if c in ("lo", "hi") else True)]  # lo, hi may be empty
         if len(bad):
             raise GateInputError(f"{path}: line {bad[0] + 2}: column {c!r} is {df.loc[bad[0], c]!r}, not a number")
         df[c] = num
@@ -85,8 +89,7 @@ def load_cells(source: Path, *, storage: Optional[Path] = None,
     source = Path(source)
     if source.is_dir() and (source / "records").is_dir():
         text = leaderboard_csv(load_results(source, storage=storage, report=report))
-        return pd.read_csv(io.StringIO(text), dtype={"params_id": str}, keep_default_na=False,
-                           na_values={"lo": [""], "hi": [""]})[CSV_COLUMNS]
+        return _parse_leaderboard(text, where=str(source))
     if source.is_dir() and (source / LEADERBOARD_FILE).is_file():
         return _read_leaderboard(source / LEADERBOARD_FILE)
     if source.is_file():
