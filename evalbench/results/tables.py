@@ -177,6 +177,7 @@ class Style:
     extra: Callable[[str], str]  # the ± and interval after the value
     pm: str
     best_word: str = "Bold"  # how the legend names the best mark
+    absent: str = DASH  # a cell without an ok record
 
 
 STYLES: Registry[Style] = Registry("table style", "evalbench table --help")
@@ -184,13 +185,13 @@ STYLES.register("plain")(Style(lambda v: v + "*", lambda v: v + DAGGER, lambda e
 STYLES.register("github")(Style(lambda v: f"**{v}**", lambda v: v + DAGGER, lambda e: e, "±"))
 STYLES.register("html")(Style(lambda v: f"<b>{v}</b>", lambda v: v + DAGGER, lambda e: f"<small>{e}</small>", "±"))
 STYLES.register("latex")(Style(lambda v: f"\\textbf{{{v}}}", lambda v: v + "$^\\dagger$",
-                               lambda e: f"{{\\scriptsize {e}}}", "$\\pm$"))
+                               lambda e: f"{{\\scriptsize {e}}}", "$\\pm$", absent="--"))
 STYLES.register("csv")(Style(lambda v: v, lambda v: v, lambda e: e, "±"))
 
 
 def cell_text(cell: Optional[Cell], style: Style) -> str:
     if cell is None:
-        return DASH
+        return style.absent
     value = _number(cell.mean, cell.metric)
     value = style.best(value) if cell.best else style.tied(value) if cell.tied else value
     extra = []
@@ -270,7 +271,7 @@ def _groups(table: Table) -> list[tuple[str, int]]:
     return out
 
 
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+LATEX_SPECIAL = {"–": "--", "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
