@@ -3,9 +3,9 @@ changed record (unified diff, exit 1, nothing written), --suite, the page's cont
 protocol versions, baselines, best values, provenance) and no network references."""
 from __future__ import annotations
 
-import json
 import random
 import re
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -212,3 +212,59 @@ def test_leaderboard__markdown_has_a_section_per_task_and_links_the_plots(files)
     assert md.index("## digits (v1)") < md.index("## mnist5k (v1)") < md.index("## Plots")
     assert "![Accuracy vs label fraction](plots/label-fraction.png)" in md
     assert "linear@2" in md and "semisup_10pct@1" in md
+
+
+# --- examples/ci: the workflow cannot drift from the CLI --------------------------------------------------
+
+CI = Path(__file__).resolve().parents[2] / "examples" / "ci"
+
+
+def _workflow_commands() -> list[str]:
+    """Every `evalbench ...` command line of the workflow's run steps (continuations joined, comments dropped)."""
+    doc = yaml.safe_load((CI / "leaderboard.yml").read_text())
+    lines = []
+    for job in doc["jobs"].values():
+        for step in job.get("steps", []):
+            text = step.get("run", "").replace("\\\n", " ")
+            lines += [ln.split(" #")[0].strip() for ln in text.splitlines()]
+    return [ln for ln in lines if ln.startswith("evalbench ")]
+
+
+def test_ci_example__workflow_parses_and_publishes_after_the_gates():
+    doc = yaml.safe_load((CI / "leaderboard.yml").read_text())
+    triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads the key `on` as true
+    assert {"push", "pull_request"} <= set(triggers)
+    steps = doc["jobs"]["evaluate"]["steps"]
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    assert "actions/upload-pages-artifact" in uses
+    publish = doc["jobs"]["publish"]
+    assert publish["needs"] == "evaluate" and publish["steps"][0]["uses"].startswith("actions/deploy-pages@")
+    names = [s.get("name", "") for s in steps]
+    assert names.index("Regenerate the leaderboard") < names.index("Gate: reference targets") < names.index(
+        "Upload the page")
+
+
+def test_ci_example__every_evalbench_command_parses_with_the_cli_parser():
+    from evalbench.cli import build_parser
+
+    commands = _workflow_commands()
+    assert [c.split()[1] for c in commands] == ["pretrain", "pretrain", "run", "leaderboard", "diff", "check-targets"]
+    parser = build_parser()
+    for line in commands:
+        try:
+            a = parser.parse_args(shlex.split(line)[1:])
+        except SystemExit:
+            pytest.fail(f"examples/ci/leaderboard.yml: `{line}` does not parse with evalbench's CLI")
+        for attr in ("config", "suite", "targets"):  # the files a command names exist in the repository
+            path = getattr(a, attr, None)
+            assert path is None or (CI.parents[1] / path).is_file(), f"{line}: {path} does not exist"
+
+
+def test_ci_example__suite_targets_and_committed_leaderboard_fit_together():
+    from evalbench.results.gates import check_targets, load_cells, load_targets
+    from evalbench.specs.suite import load_suite
+
+    suite = load_suite(CI / "checkpoints.yaml")
+    cells = load_cells(CI / "leaderboard.csv")
+    assert {c.name for c in suite.checkpoints} == set(cells["checkpoint"])  # the reference covers the list
+    assert check_targets(load_targets(CI / "targets.yaml"), cells).passed
