@@ -167,14 +167,28 @@ class Row:
     records: tuple[Record, ...]  # every record of this checkpoint on the task (the details row)
 
 
+def _protocol_order(cells: Sequence[Cell]) -> dict[tuple[str, str], tuple]:
+    """Protocols with accuracies first (frozen probes by name, then fine-tuning by label fraction: 1%,
+    10%, 100%), protocols without any (diagnostics) last."""
+    out: dict[tuple[str, str], tuple] = {}
+    for c in cells:
+        key = (c.protocol, c.params)
+        fraction = c.records[0].protocol["params"].get("label_fraction")
+        rank = (0, float(fraction) if isinstance(fraction, (int, float)) else 0.0, c.protocol, c.params)
+        accuracy = is_accuracy(c.metric)
+        out[key] = min(out.get(key, (1,) + rank[1:]), rank if accuracy else (1,) + rank[1:])
+    return out
+
+
 def _columns(cells: Sequence[Cell]) -> list[Column]:
     """Grouped by protocol (then params); metrics in the order the protocol reported them."""
     order: dict[str, int] = {}
     for c in cells:
         for i, m in enumerate(c.records[0].metrics):
             order.setdefault(m, i)
+    protocols = _protocol_order(cells)
     cols = {Column(c.protocol, c.params, c.metric) for c in cells if c.metric != COLLAPSED}
-    return sorted(cols, key=lambda k: (k.protocol, k.params, order.get(k.metric, 0), k.metric))
+    return sorted(cols, key=lambda k: (protocols[(k.protocol, k.params)], order.get(k.metric, 0), k.metric))
 
 
 def _rows(cells: Sequence[Cell]) -> list[Row]:

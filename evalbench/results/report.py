@@ -186,6 +186,8 @@ def _value_key(v) -> tuple:
 
 
 def _label(v) -> str:
+    if v is None:
+        return "not set"
     return f"{v:g}" if isinstance(v, float) else (json.dumps(v) if isinstance(v, (list, dict)) else str(v))
 
 
