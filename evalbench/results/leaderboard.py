@@ -329,6 +329,8 @@ def section_html(task: str, cells: Sequence[Cell]) -> str:
 def summary_line(records: Sequence[Record], cells: Sequence[Cell]) -> str:
     """What the leaderboard is made of, from the records alone (no clock)."""
     ok = [r for r in records if r.ok]
+    if not cells:
+        return f"No ok records ({len(records) - len(ok)} failed): nothing to rank yet."
     tasks = sorted({c.task for c in cells})
     protocols = sorted({c.protocol for c in cells})
     newest = max((r.created for r in ok), default="–")
@@ -364,7 +366,8 @@ def render_html(records: Sequence[Record], cells: Sequence[Cell], plots: Sequenc
         plots=f'<section id="plots"><h2>Plots</h2>\n{figures}</section>\n' if plots else "")
 
 
-def render_markdown(records: Sequence[Record], cells: Sequence[Cell], plots: Sequence, *, title: str = TITLE) -> str:
+def render_markdown(records: Sequence[Record], cells: Sequence[Cell], plots: Sequence, *, title: str = TITLE,
+                    storage: Optional[Path] = None) -> str:
     from evalbench.results.tables import render_table
 
     out = [f"# {title}", "", summary_line(records, cells), "",
@@ -373,7 +376,7 @@ def render_markdown(records: Sequence[Record], cells: Sequence[Cell], plots: Seq
     for task in sorted({c.task for c in cells}):
         tc = [c for c in cells if c.task == task]
         out += [f"## {task} (v{tc[0].records[0].task['version']})", "",
-                render_table([r for c in tc for r in c.records], fmt="github", task=task), ""]
+                render_table([r for c in tc for r in c.records], fmt="github", task=task, storage=storage), ""]
         baselines = sorted({(c.checkpoint, c.kind) for c in tc if c.kind})
         if baselines:
             out += ["Baselines: " + ", ".join(f"`{n}` ({k})" for n, k in baselines) + ".", ""]
@@ -394,7 +397,7 @@ def build(records: Iterable[Record], *, storage: Optional[Path] = None, plots: b
         from evalbench.results.report import make_plots  # matplotlib stays out of `evalbench table`
 
         figures = make_plots(cells, storage=storage, tsne=tsne)
-    files = {MARKDOWN: render_markdown(records, cells, figures, title=title).encode(),
+    files = {MARKDOWN: render_markdown(records, cells, figures, title=title, storage=storage).encode(),
              CSV: leaderboard_csv(records_to_frame(records, storage=storage)).encode(),
              HTML: render_html(records, cells, figures, title=title).encode()}
     for p in figures:
