@@ -50,12 +50,12 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from evalbench.protocols.bootstrap import (LEVEL, RESAMPLES, SEED, bootstrap_means, mean_interval, paired_bootstrap,
+from evalbench.protocols.bootstrap import (BLOCK, LEVEL, RESAMPLES, SEED, mean_interval, paired_bootstrap,
                                            percentile_interval)
 from evalbench.results.frame import metric_names
 from evalbench.results.predictions import load_predictions
@@ -73,6 +73,26 @@ def is_accuracy(metric: str) -> bool:
 
 
 # ---------------------------------------------------------------- paired tests
+
+def resampled_means(scores: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """(M, N) per-example scores -> (M, resamples) means over resampled examples: the draws of
+    ``bootstrap.bootstrap_means`` (same generator, seed, block sizes and order), each resample
+    turned into per-example counts, so M rows cost one draw and one matrix product instead of an
+    (M, resamples, N) gather (20 checkpoints x 10,000 test examples: 0.2 s, not 5 s)."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    n = scores.shape[1]
+    if n == 0:
+        raise ValueError("no examples to resample")
+    rng = np.random.default_rng(seed)
+    per_block = max(1, BLOCK // n)
+    out = []
+    for start in range(0, resamples, per_block):
+        b = min(per_block, resamples - start)
+        idx = rng.integers(0, n, size=(b, n))  # (b, N) resampled examples, as bootstrap_means draws them
+        counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
+        out.append(scores @ counts.T.astype(np.float64) / n)  # (M, b)
+    return np.concatenate(out, axis=1)
+
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     """Two-sided exact McNemar p-value of two classifiers' 0/1 correctness on the same examples."""
@@ -173,9 +193,8 @@ def _interval(g: pd.DataFrame, scores: Optional[np.ndarray]) -> tuple[float, flo
     if len(g) == 1:
         lo, hi = float(g["lo"].iloc[0]), float(g["hi"].iloc[0])
         return (lo, hi, "record") if math.isfinite(lo) and math.isfinite(hi) else (math.nan, math.nan, "none")
-    if scores is not None:
-        lo, hi = percentile_interval(bootstrap_means(scores[None, :]))[0]
-        return float(lo), float(hi), "bootstrap-seeds"
+    if scores is not None:  # filled in by _bootstrap_seeds, every cell of the same examples at once
+        return math.nan, math.nan, "bootstrap-seeds"
     _, (lo, hi) = mean_interval(g["value"].to_numpy())
     if is_accuracy(g["metric"].iloc[0]):  # the mean of fractions lies in [0, 1]: intersecting keeps the coverage
         lo, hi = max(lo, 0.0), min(hi, 1.0)
@@ -197,13 +216,20 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
                      "n": len(values), "lo": lo, "hi": hi, "interval": how, "scores": scores, "examples": examples,
                      "keys": tuple(sorted(g["key"].dropna()))})
     cols = CELL + ["checkpoint_label", "mean", "std", "n", "lo", "hi", "interval", "scores", "examples", "keys"]
-    return pd.DataFrame(rows, columns=cols)
+    return _bootstrap_seeds(pd.DataFrame(rows, columns=cols))
+
+
+def _bootstrap_seeds(cells: pd.DataFrame) -> pd.DataFrame:
+    """The ``bootstrap-seeds`` intervals: one resampling per set of test examples for all its cells
+    (each cell's bounds are those of its own bootstrap: the same draws, module docstring)."""
+    todo = cells[cells["interval"] == "bootstrap-seeds"]
+    for _, grp in todo.groupby("examples"):
+        bounds = percentile_interval(resampled_means(np.stack(list(grp["scores"]))))  # (k, 2)
+        cells.loc[grp.index, "lo"], cells.loc[grp.index, "hi"] = bounds[:, 0], bounds[:, 1]
+    return cells
 
 
 # ---------------------------------------------------------------- ranks
-
-Comparison = Callable[[pd.Series, pd.Series], tuple[bool, str]]
-
 
 def _paired_column(col: pd.DataFrame, *, resamples: int, seed: int) -> dict[tuple[int, int], bool]:
     """(i, j) -> whether row i is significantly better than row j (as ``PairedTest.significant``), for
@@ -214,16 +240,18 @@ def _paired_column(col: pd.DataFrame, *, resamples: int, seed: int) -> dict[tupl
         idx, scores = list(grp.index), list(grp["scores"])
         if len(idx) < 2:
             continue
-        means = bootstrap_means(np.stack(scores), resamples=resamples, seed=seed)  # (k, B): same draws for all
+        binary = [_binary(x) for x in scores]
+        # (k, B) resampled means, the same draws for all rows; only where some pair is not 0/1 on both sides
+        means = None if all(binary) else resampled_means(np.stack(scores), resamples=resamples, seed=seed)
         for a in range(len(idx)):
-            for b in range(len(idx)):
-                if a == b:
-                    continue
-                if _binary(scores[a]) and _binary(scores[b]):
-                    better = scores[a].mean() > scores[b].mean() and mcnemar_exact(scores[a], scores[b]) < ALPHA
+            for b in range(a + 1, len(idx)):
+                if binary[a] and binary[b]:  # McNemar's p is symmetric: one test per pair
+                    sig = mcnemar_exact(scores[a], scores[b]) < ALPHA
+                    out[(idx[a], idx[b])] = bool(sig and scores[a].mean() > scores[b].mean())
+                    out[(idx[b], idx[a])] = bool(sig and scores[b].mean() > scores[a].mean())
                 else:
-                    better = percentile_interval((means[a] - means[b])[None, :])[0, 0] > 0
-                out[(idx[a], idx[b])] = bool(better)
+                    out[(idx[a], idx[b])] = bool(percentile_interval((means[a] - means[b])[None, :])[0, 0] > 0)
+                    out[(idx[b], idx[a])] = bool(percentile_interval((means[b] - means[a])[None, :])[0, 0] > 0)
     return out
 
 

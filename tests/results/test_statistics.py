@@ -11,7 +11,8 @@ import pytest
 
 from evalbench.protocols.bootstrap import paired_bootstrap
 from evalbench.results.frame import records_to_frame
-from evalbench.results.statistics import cell_stats, mcnemar_exact, paired_test, rank_cells
+from evalbench.protocols.bootstrap import bootstrap_means
+from evalbench.results.statistics import cell_stats, mcnemar_exact, paired_test, rank_cells, resampled_means
 from tests.results.helpers import predicted, record, with_predictions
 
 N = 400
@@ -170,3 +171,9 @@ def test_rank__only_accuracy_metrics_are_ranked(tmp_path):
     recs = [record(n, {"collapse_std": v}, protocol="diagnostics", params={}) for n, v in (("a", 0.5), ("b", 0.9))]
     ranks = _ranks(tmp_path, recs)
     assert ranks["rank"].isna().all() and not ranks["best"].any()
+
+
+@pytest.mark.parametrize("n", [7, 400, 9000])  # 9000: several blocks of draws
+def test_resampled_means__are_bootstrap_means_by_counts(n):
+    scores = np.random.default_rng(3).integers(0, 4, size=(5, n)) / 3  # fractions of 3 seeds right
+    assert np.allclose(resampled_means(scores), bootstrap_means(scores), rtol=0, atol=1e-12)
