@@ -340,7 +340,7 @@ def summary_line(records: Sequence[Record], cells: Sequence[Cell]) -> str:
 
 
 LEGEND = ("Cells: top-1 accuracy in % (diagnostics as numbers); a single run shows its 95% interval in brackets, "
-          "several seeds (label draws) mean ± std. <b>Bold</b>: the column's best; dotted underline: not "
+          "several seeds (label draws) mean ± std. <b>Bold</b>: the best top-1 of a column; dotted underline: not "
           "significantly below it (paired bootstrap on the same test examples where predictions are stored, "
           "else non-overlapping 95% intervals). Shaded rows are baselines (random init; supervised reference). "
           "Hover a cell for its provenance; click &#9656; for every record of a row; click a header to sort.")

@@ -86,6 +86,22 @@ def test_leaderboard__the_same_records_give_byte_identical_files(files):
     assert b"Software" not in files["plots/label-fraction.png"] and b"<dc:date>" not in files["plots/label-fraction.svg"]
 
 
+def test_leaderboard__two_processes_with_other_hash_seeds_write_the_same_bytes(tmp_path):
+    """Nothing depends on set or dict order across interpreters (PYTHONHASHSEED), plots included."""
+    import os
+    import subprocess
+    import sys
+
+    results = _write_store(tmp_path / "res", fixture_records())
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"lb{seed}"
+        subprocess.run([sys.executable, "-m", "evalbench.cli", "leaderboard", "--results", str(results), "--out", str(out)],
+                       check=True, env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True)
+        outs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert len(outs[0]) == 7 and outs[0] == outs[1]
+
+
 def test_leaderboard__csv_is_the_frames_leaderboard_csv(files):
     assert files["leaderboard.csv"].decode() == leaderboard_csv(records_to_frame(fixture_records()))
 
