@@ -103,7 +103,8 @@ def _chosen(r: Record) -> str:
     for key, name in CHOSEN.items():
         v = r.details.get(key)
         if isinstance(v, dict):
-            parts += [f"{name}[{k}]={x:g}" for k, x in sorted(v.items()) if isinstance(x, (int, float))]
+            parts += [f"{name}[{k}]={x:g}" for k, x in sorted(v.items(), key=lambda kv: (len(kv[0]), kv[0]))
+                      if isinstance(x, (int, float))]  # few-shot: one per number of shots, 1, 5, 20
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             parts.append(f"{name}={v:g}")
     return ", ".join(parts)
@@ -137,10 +138,10 @@ def provenance(c: Cell) -> str:
         lines.append(f"rank {c.rank} (1 + checkpoints significantly better; basis: {c.rank_basis})")
     lines.append(f"checkpoint: {r0.checkpoint['arch']}, {_weights(r0)}")
     lines.append(f"code: {_code(c.records)}")
-    chosen = [x for x in (_chosen(r) for r in c.records) if x]
+    chosen = [(r, x) for r, x in ((r, _chosen(r)) for r in c.records) if x]
     if chosen:
-        lines.append("chosen on val: " + ("; ".join(f"seed {r.seed}: {x}" for r, x in zip(c.records, chosen))
-                                          if len(chosen) > 1 else chosen[0]))
+        lines.append("chosen on val: " + ("; ".join(f"seed {r.seed}: {x}" for r, x in chosen)
+                                          if len(chosen) > 1 else chosen[0][1]))
     lines.append(f"params #{c.params}: {json.dumps(r0.protocol['params'], sort_keys=True)}")
     ns = sorted({n for n in map(_n_test, c.records) if n is not None})
     if ns:
