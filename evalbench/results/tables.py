@@ -203,15 +203,20 @@ def cell_text(cell: Optional[Cell], style: Style) -> str:
 
 
 def legend(table: Table, style: Style) -> list[str]:
-    """What the cells and marks mean (every format but CSV)."""
-    lines = ["Top-1 in %, other metrics as stored; mean ± std over seeds where a protocol ran several"
-             + ("; [95% interval]: one run's (bootstrap over test examples, or the probe's own over episodes), "
-                "or, over seeds, the bootstrap over test examples of the mean (a t-interval over seeds without "
-                "per-example predictions)" if table.ci else "") + "."]
+    """What the cells and marks mean (every format but CSV); it speaks of ± only where a cell shows one."""
+    seeds = any(c.n >= 2 for c in table.cells.values())
+    parts = ["Top-1 in %, other metrics as stored"]
+    if seeds:
+        parts.append(f"{style.pm} std over seeds (label draws) where a protocol ran several")
+    if table.ci:
+        parts.append("[95% interval]: one run's (bootstrap over test examples, or the probe's own over episodes)"
+                     + (", or that of a mean over seeds (bootstrap over test examples of the mean-over-seeds accuracy; "
+                        "a t-interval over seeds without per-example predictions)" if seeds else ""))
+    lines = ["; ".join(parts) + "."]
     if table.ranked:
-        lines.append(f"{style.best_word}: the best of a column; {DAGGER}: tied with the best (no checkpoint significantly better: "
-                     "exact McNemar test on the same test examples, paired bootstrap for means over seeds, at 5%; "
-                     "non-overlapping 95% intervals where predictions are missing).")
+        lines.append(f"{style.best_word}: the best of a column; {DAGGER}: tied with the best (no checkpoint significantly "
+                     "better: exact McNemar test on the same test examples, paired bootstrap for means over seeds, at "
+                     "5%; non-overlapping 95% intervals where predictions are missing).")
     return lines
 
 

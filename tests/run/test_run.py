@@ -48,7 +48,7 @@ def test_run__ray_end_to_end_on_digits(tmp_path, ray_session, saved_small_cnn, c
     lin = next(r for r in saved if r["protocol"]["name"] == "linear")
     assert lin["details"]["l2"] in (1e-4, 1e-2)
     out = capsys.readouterr().out
-    assert "random (random init)" in out and "digits / knn@1 top1_k20_T0.07" in out
+    assert "random (random init)" in out and "digits<br>knn@1 k20 T0.07" in out
     assert "±" not in out  # deterministic numbers show no spread
 
 
