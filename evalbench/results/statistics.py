@@ -17,7 +17,8 @@ each seed (``frame.py``'s ``latest``), aggregated over seeds. ``cell_stats`` giv
   accuracies (with 2 seeds t(0.975, 1) = 12.7: the interval can reach past 0 or 1);
   ``none`` — one run whose record has no interval (diagnostics, records before intervals);
 - ``scores``: the per-example mean-over-seeds correctness (N,) float array where predictions exist
-  (``None`` otherwise) and ``examples``, a digest of the test labels: two cells pair only when their
+  and give each record's value (``None`` otherwise: a predictions file that does not reproduce its
+  record's number is not used) and ``examples``, a digest of the test labels: two cells pair only when their
   digests are equal.
 
 **Paired test** (``paired_test``): two cells' per-example scores on the same test examples. The
@@ -169,11 +170,12 @@ def _digest(y_true: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(y_true, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-def _scores(paths: list, metric: str, cache: dict) -> tuple[Optional[np.ndarray], Optional[str]]:
+def _scores(paths: list, values: list, metric: str, cache: dict) -> tuple[Optional[np.ndarray], Optional[str]]:
     """The mean over runs of per-example correctness, and the test labels' digest; (None, None) where a
-    run has no predictions file, lacks the metric, or the runs did not see the same examples."""
+    run has no predictions file, lacks the metric, its predictions do not give its record's value (a file
+    that is not this record's), or the runs did not see the same examples."""
     correct, digests = [], set()
-    for path in paths:
+    for path, value in zip(paths, values):
         if not isinstance(path, str):
             return None, None
         if path not in cache:
@@ -181,7 +183,10 @@ def _scores(paths: list, metric: str, cache: dict) -> tuple[Optional[np.ndarray]
         pred = cache[path]
         if pred is None or metric not in pred.y_pred:
             return None, None
-        correct.append(pred.correct()[metric])
+        right = pred.correct()[metric]
+        if len(right) == 0 or abs(float(right.mean()) - value) > 1e-6:
+            return None, None
+        correct.append(right)
         digests.add(_digest(pred.y_true))
     if len(digests) != 1:
         return None, None
@@ -208,7 +213,8 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
     cache: dict = {}
     rows = []
     for cell, g in long.groupby(CELL, sort=True):
-        scores, examples = _scores(list(g["predictions"]), cell[-1], cache) if is_accuracy(cell[-1]) else (None, None)
+        scores, examples = (_scores(list(g["predictions"]), list(g["value"]), cell[-1], cache) if is_accuracy(cell[-1])
+                            else (None, None))
         lo, hi, how = _interval(g, scores)
         values = g["value"].to_numpy()
         rows.append({**dict(zip(CELL, cell)), "checkpoint_label": g.sort_values("created")["checkpoint_label"].iloc[-1],

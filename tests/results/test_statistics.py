@@ -177,3 +177,10 @@ def test_rank__only_accuracy_metrics_are_ranked(tmp_path):
 def test_resampled_means__are_bootstrap_means_by_counts(n):
     scores = np.random.default_rng(3).integers(0, 4, size=(5, n)) / 3  # fractions of 3 seeds right
     assert np.allclose(resampled_means(scores), bootstrap_means(scores), rtol=0, atol=1e-12)
+
+
+def test_cell__predictions_that_do_not_give_the_records_value_are_not_used(tmp_path):
+    recs = [_one(tmp_path, "a", 40 + 10 * s, seed=s, protocol="semisup") for s in range(2)]
+    recs[1]["metrics"]["top1"] = 0.5  # the record says 50%, its predictions file 87.5%: not this record's
+    cell = cell_stats(_frame(tmp_path, recs)).iloc[0]
+    assert cell["interval"] == "t-seeds" and cell["scores"] is None and cell["mean"] == pytest.approx(0.7)

@@ -136,7 +136,7 @@ def test_table__rerenders_mean_and_std_over_seeds(tmp_path, capsys):
     capsys.readouterr()
     assert main(["table", "--results", str(tmp_path / "res"), "--format", "csv"]) == 0
     csv = capsys.readouterr().out
-    assert "random (random init),85.0 ± 7.1" in csv, csv  # mean 0.85, sample std 0.0707
+    assert 'random (random init),"85.0 ± 7.1 [' in csv, csv  # mean 0.85, sample std 0.0707; its interval
     assert main(["table", "--results", str(tmp_path / "res"), "--format", "latex"]) == 0
     assert "\\toprule" in capsys.readouterr().out
 
