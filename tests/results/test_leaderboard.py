@@ -23,6 +23,11 @@ SHA = {"a": "a1" * 32, "b": "b2" * 32, "sup": "5c" * 32}
 FINETUNE = ("semisup_1pct", "semisup_10pct", "finetune_100pct")
 
 
+def ref(name: str) -> str:
+    """name@version of a built-in protocol, as the records here carry it."""
+    return f"{name}@{resolve_protocol(name).version}"
+
+
 def _protocol(name: str) -> dict:
     p = resolve_protocol(name)
     return {"name": p.name, "version": p.version, "implementation": p.implementation, "params": p.params,
@@ -114,8 +119,8 @@ def test_leaderboard__page_has_a_section_per_task_with_protocol_versions(files):
     page = _html(files)
     assert re.findall(r'<section id="task-([^"]+)">', page) == ["digits", "mnist5k"]
     digits = page[page.index('id="task-digits"'):page.index('id="task-mnist5k"')]
-    assert 'knn <span class="ver">v1' in digits and 'linear <span class="ver">v2' in digits
-    assert all(f'{p} <span class="ver">v1' in digits for p in FINETUNE)
+    for p in ("knn", "linear") + FINETUNE:
+        assert f'{p} <span class="ver">v{resolve_protocol(p).version}' in digits
     assert digits.count('<tbody class="entry') == 4
 
 
@@ -148,11 +153,11 @@ def test_leaderboard__the_best_value_of_each_column_is_bold(files):
 def test_leaderboard__every_number_carries_its_provenance(files):
     page = _html(files)
     titles = [t for t in re.findall(r'title="([^"]*)"', page) if "records:" in t]
-    linear_a = next(t for t in titles if t.startswith("linear@2 top1 on digits@1: 94.0 %") and SHA["a"] in t)
+    linear_a = next(t for t in titles if t.startswith(f"{ref('linear')} top1 on digits@1: 94.0 %") and SHA["a"] in t)
     assert "L2=0.0001" in linear_a and "seed: none (deterministic" in linear_a
     assert "evalbench 0.1.0 (git c0ffee123456)" in linear_a and "test examples: 359" in linear_a
     assert "created: 2026-12-01T10:00:00+00:00" in linear_a and "&quot;l2_grid&quot;" in linear_a
-    tuned = next(t for t in titles if t.startswith("semisup_1pct@1 top1 on digits@1") and "sha256 " + SHA["b"] in t)
+    tuned = next(t for t in titles if t.startswith(f"{ref('semisup_1pct')} top1 on digits@1") and SHA["b"] in t)
     assert "seeds: 0, 1" in tuned and "mean ± std over 2 seeds" in tuned and "lr=0.1" in tuned
     assert "random init (seed 0)" in page  # the baseline's weights
     assert page.count('<tr class="prov" hidden>') == 6  # a details row per (task, checkpoint)
@@ -186,8 +191,8 @@ def test_leaderboard__check_passes_on_what_it_wrote_and_catches_a_changed_record
     diff = capsys.readouterr().out
     assert f"--- {out / 'leaderboard.csv'}" in diff and "+++ leaderboard.csv (from the records)" in diff
     lines = diff.splitlines()
-    assert any(x.startswith("-a,digits,linear@2,") and ",top1,0.940000," in x for x in lines)
-    assert any(x.startswith("+a,digits,linear@2,") and ",top1,0.500000," in x for x in lines)
+    assert any(x.startswith(f"-a,digits,{ref('linear')},") and ",top1,0.940000," in x for x in lines)
+    assert any(x.startswith(f"+a,digits,{ref('linear')},") and ",top1,0.500000," in x for x in lines)
     assert "+++ index.html (from the records)" in diff and "+++ leaderboard.md (from the records)" in diff
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == written  # --check writes nothing
 
@@ -215,7 +220,7 @@ def test_leaderboard__suite_restricts_to_its_checkpoints_tasks_protocols_and_see
     assert main(["leaderboard", "--results", str(results), "--suite", str(suite), "--out", str(out), "--no-plots"]) == 0
     rows = (out / "leaderboard.csv").read_text().splitlines()[1:]
     kept = {tuple(r.split(",")[:3]) for r in rows}
-    assert kept == {(c, "digits", p) for c in ("a", "base") for p in ("knn@1", "semisup_1pct@1")}
+    assert kept == {(c, "digits", ref(p)) for c in ("a", "base") for p in ("knn", "semisup_1pct")}
     assert all(r.endswith(",1") for r in rows)  # semisup_1pct: only seed 1 (n = 1 record per cell)
     linear = dict(resolve_protocol("knn").params, chunk_size=7)  # other params: not the suite's protocol
     other = replace(fixture_records()[0], key="other-params", protocol={**_protocol("knn"), "params": linear})
@@ -227,7 +232,7 @@ def test_leaderboard__markdown_has_a_section_per_task_and_links_the_plots(files)
     md = files["leaderboard.md"].decode()
     assert md.index("## digits (v1)") < md.index("## mnist5k (v1)") < md.index("## Plots")
     assert "![Accuracy vs label fraction](plots/label-fraction.png)" in md
-    assert "linear@2" in md and "semisup_10pct@1" in md
+    assert ref("linear") in md and ref("semisup_10pct") in md
 
 
 # --- examples/ci: the workflow cannot drift from the CLI --------------------------------------------------
@@ -284,3 +289,9 @@ def test_ci_example__suite_targets_and_committed_leaderboard_fit_together():
     cells = load_cells(CI / "leaderboard.csv")
     assert {c.name for c in suite.checkpoints} == set(cells["checkpoint"])  # the reference covers the list
     assert check_targets(load_targets(CI / "targets.yaml"), cells).passed
+    # the reference is of today's protocols (a new version or other params would fail the workflow's diff gate)
+    from evalbench.results.frame import params_id
+    assert set(zip(cells["protocol"], cells["params_id"])) == {
+        (f"{p.name}@{p.version}", params_id(p.params)) for p in suite.protocols}, (
+        "examples/ci/leaderboard.csv is stale: regenerate it with the workflow's pretrain, run and leaderboard "
+        "commands (examples/ci/README.md) and commit site/leaderboard.csv as examples/ci/leaderboard.csv")
