@@ -104,9 +104,10 @@ class DevTools:
                 return msg.get("result", {})
             self.events.append(msg)
 
-    def wait_for(self, event: str) -> dict:
+    def wait_for(self, event: str, *, since: int = 0) -> dict:
+        """The first ``event`` received at or after index ``since`` of ``events`` (waiting for it)."""
         deadline = time.monotonic() + TIMEOUT_S
-        seen = len(self.events)
+        seen = since
         while time.monotonic() < deadline:
             for e in self.events[seen:]:
                 if e.get("method") == event:
@@ -170,8 +171,9 @@ def browser(tmp_path):
             clients.append(dt)
             for domain in ("Page", "Runtime", "Log"):
                 dt.call(f"{domain}.enable")
+            mark = len(dt.events)  # the load event may arrive before navigate's own reply
             dt.call("Page.navigate", url=page.resolve().as_uri())
-            dt.wait_for("Page.loadEventFired")
+            dt.wait_for("Page.loadEventFired", since=mark)
             return dt
 
         yield open_page
