@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -75,10 +76,21 @@ def params_id(params: dict) -> str:
 
 def partial_mark(r: dict) -> str:
     """A row whose encoder kept tensors at initialisation (the suite's skip_missing) says how many."""
-    load = ((r.get("details") or {}).get("features") or {}).get("load") or {}
+    skipped = _map(_map(_map(r.get("details")).get("features")).get("load")).get("skipped")
     # records before issue 8 listed absent BatchNorm counters as skipped: they change no feature
-    n = sum(not k.endswith("num_batches_tracked") for k in load.get("skipped") or ())
+    n = sum(isinstance(k, str) and not k.endswith("num_batches_tracked") for k in
+            (skipped if isinstance(skipped, list) else ()))
     return f" [partial: {n} tensor{'s' if n > 1 else ''} at init]" if n else ""
+
+
+def _map(x: object) -> dict:
+    """A nested part of a record as a mapping ({} where a damaged or older record has something else:
+    ``Record.from_dict`` checks only the parts every reader needs)."""
+    return x if isinstance(x, dict) else {}
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _chosen(details: dict) -> dict:
@@ -86,18 +98,18 @@ def _chosen(details: dict) -> dict:
     for name in CHOSEN:
         v = details.get(name)
         if isinstance(v, dict):  # few-shot: one chosen L2 per number of shots
-            out.update({f"chosen.{name}.{k}": x for k, x in v.items()})
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.update({f"chosen.{name}.{k}": x for k, x in v.items() if _number(x)})
+        elif _number(v):
             out[f"chosen.{name}"] = v
     return out
 
 
 def _intervals(details: dict) -> dict:
-    ci = details.get("ci95") or {}
-    boot = set((details.get("ci_bootstrap") or {}).get("metrics") or ())
+    boot = _map(details.get("ci_bootstrap")).get("metrics")
+    boot = set(boot) if isinstance(boot, list) and all(isinstance(m, str) for m in boot) else set()
     out = {}
-    for m, bounds in ci.items():
-        if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+    for m, bounds in _map(details.get("ci95")).items():
+        if isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(_number(b) for b in bounds):
             out[f"ci95_lo.{m}"], out[f"ci95_hi.{m}"] = float(bounds[0]), float(bounds[1])
             out[f"ci95_source.{m}"] = "bootstrap" if m in boot else "probe"
     return out
@@ -108,11 +120,12 @@ def record_row(r: Record | dict, *, storage: Optional[Path] = None) -> dict:
     tests build (absent parts are None)."""
     r = r.to_dict() if isinstance(r, Record) else r
     c, t, p = r["checkpoint"], r["task"], r["protocol"]
-    details, env = r.get("details") or {}, r.get("env") or {}
-    meta = c.get("meta") or {}
-    pretrain = meta.get("pretrain") or {}
-    preds = details.get("predictions") or {}
-    pred_path = str((Path(storage) / preds["file"]).resolve()) if storage is not None and preds.get("file") else None
+    details, env = _map(r.get("details")), _map(r.get("env"))
+    meta = _map(c.get("meta"))
+    pretrain = _map(meta.get("pretrain"))
+    preds = _map(details.get("predictions"))
+    file = preds.get("file")
+    pred_path = str((Path(storage) / file).resolve()) if storage is not None and isinstance(file, str) and file else None
     seed = r.get("seed")
     return {
         "key": r.get("key"), "checkpoint": c["name"],
@@ -125,13 +138,13 @@ def record_row(r: Record | dict, *, storage: Optional[Path] = None) -> dict:
         "implementation": p.get("implementation"), "stochastic": p.get("stochastic"), "view": p.get("view"),
         "params": json.dumps(p.get("params") or {}, sort_keys=True), "params_id": params_id(p.get("params") or {}),
         "seed": seed, "status": r.get("status"), "error": r.get("error"),
-        "failed_stage": (details.get("failed_stage") or {}).get("stage"),
+        "failed_stage": _map(details.get("failed_stage")).get("stage"),
         **{f"metric.{m}": float(v) for m, v in (r.get("metrics") or {}).items() if v is not None},
         **_intervals(details), **_chosen(details),
-        **{f"timing_s.{k}": float(v) for k, v in (r.get("timing_s") or {}).items()},
+        **{f"timing_s.{k}": float(v) for k, v in _map(r.get("timing_s")).items() if _number(v)},
         "evalbench_version": env.get("evalbench"), "git": env.get("git"), "torch": env.get("torch"),
         "device": env.get("device"), "host": env.get("host"), "created": r.get("created"),
-        "predictions": pred_path, "predictions_n": preds.get("n"),
+        "predictions": pred_path, "predictions_n": preds.get("n") if _number(preds.get("n")) else None,
     }
 
 

@@ -113,3 +113,15 @@ def test_leaderboard_csv__agreed_columns_cells_over_seeds_and_stable_bytes(tmp_p
     assert all(re.fullmatch(r"\d+\.\d{6}", v) for v in text.splitlines()[1].split(",")[5:7])
     rows = text.splitlines()[1:]
     assert rows == sorted(rows, key=lambda r: r.split(",")[:5])
+
+
+def test_load_results__damaged_optional_parts_are_left_out_not_fatal(tmp_path):
+    rec = record("a", {"top1": 0.9}, details={"ci95": {"top1": ["x", 1]}, "predictions": [1], "failed_stage": "probe",
+                                              "features": {"load": {"skipped": [3]}}, "l2": {"5": "big"}})
+    rec["timing_s"] = {"probe": "slow"}
+    write_store(tmp_path, [rec])
+    row = load_results(tmp_path).iloc[0]
+    assert row["metric.top1"] == 0.9 and row["predictions"] is None and row["failed_stage"] is None
+    assert not any(c.startswith(("ci95_", "chosen.", "timing_s.")) for c in row.index)
+    from evalbench.results.tables import render_table
+    assert "90.0" in render_table([rec], fmt="csv")
