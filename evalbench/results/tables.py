@@ -281,7 +281,8 @@ LATEX_SPECIAL = {"–": "--", "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%",
 
 
 def latex_escape(text: str) -> str:
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+    out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return "{}" + out if out.startswith("[") else out  # after `\\`, a leading [ would read as its optional argument
 
 
 @RENDERERS.register("latex")
@@ -317,7 +318,7 @@ def render_html(table: Table) -> str:
     body = []
     for r in table.rows:
         plain = [f"<td>{html.escape(str(v))}</td>" for v in [r, *table.knobs.loc[r].tolist()]]
-        cells = [f'<td align="right">{_escape_cell(cell_text(table.cells.get((r, i)), style))}</td>'
+        cells = [f'<td style="text-align:right">{_escape_cell(cell_text(table.cells.get((r, i)), style))}</td>'
                  for i in range(len(table.columns))]
         body.append("<tr>" + "".join(plain + cells) + "</tr>")
     foot = "".join(f"<p>{html.escape(line)}</p>" for line in legend(table, style))
