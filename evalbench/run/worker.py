@@ -223,9 +223,11 @@ def run_train(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> 
 
 
 # version 2 of pretrain and extract: convolutions in channels_last (features/extract.py MEMORY_FORMAT),
-# the same numbers to float rounding, but not bit-identical: earlier artifacts are not reused
+# the same numbers to float rounding, but not bit-identical: earlier artifacts are not reused.
+# version 3 of extract: on CPU the encoder compiled for inference (features/extract.py inference_module:
+# BatchNorm folded into the convolutions), features equal to ~1e-7, not bit-identical
 STAGE_KINDS.register("pretrain")(StageKind("pretrain", version=2, produces="artifact", run=run_pretrain))
-STAGE_KINDS.register("extract")(StageKind("extract", version=2, produces="artifact", run=run_extract))
+STAGE_KINDS.register("extract")(StageKind("extract", version=3, produces="artifact", run=run_extract))
 # version 2 of probe: records carry a 95% interval per metric (details.ci95) and their per-example test
 # predictions (artifacts/predictions/<key>.npz); version-1 records have neither, so they are computed again
 STAGE_KINDS.register("probe")(StageKind("probe", version=2, produces="record", run=run_probe))

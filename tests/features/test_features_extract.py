@@ -135,3 +135,33 @@ def test_cuda__pinned_batches_and_amp_match_the_cpu_reference(amp: bool) -> None
     x = extract_features(encoder, source, cfg=CFG, device=torch.device("cuda"), batch_size=16, num_workers=2, amp=amp)
     assert x.dtype == np.float32 and x.shape == ref.shape
     np.testing.assert_allclose(x, ref, rtol=1e-2 if amp else 1e-4, atol=1e-2 if amp else 1e-4)
+
+
+def test_compiled_inference__equals_eager_reference_and_is_used(monkeypatch) -> None:
+    """A source of at least COMPILE_MIN_IMAGES images runs through the TorchScript-optimised encoder
+    (BatchNorm folded: equal to rounding); its output is what the eager encoder gives."""
+    import evalbench.features.extract as extract_mod
+    calls = []
+    real = extract_mod.inference_module
+    monkeypatch.setattr(extract_mod, "COMPILE_MIN_IMAGES", 20)
+    monkeypatch.setattr(extract_mod, "inference_module", lambda enc, x: calls.append(len(x)) or real(enc, x))
+    source = _array_source()
+    encoder = tiny_encoder()
+    compiled = real(encoder.eval(), torch.randn(7, 3, 12, 12))
+    assert compiled is not encoder  # the tiny encoder traces: the compiled path is taken
+    x = _extract(encoder, source, batch_size=7)  # 50 = 7 * 7 + 1: the last batch has another size
+    assert calls == [7]
+    np.testing.assert_allclose(x, reference_features(encoder, source.images), rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_inference__falls_back_to_eager_where_tracing_changes_the_output() -> None:
+    """A model whose trace bakes in the batch size (a Python int from x.shape) fails the check on the
+    other batch size: the eager encoder is kept."""
+
+    class BakesBatch(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)[:, :4] * float(x.shape[0])
+
+    from evalbench.features.extract import inference_module
+    encoder = Encoder("test:bakes-batch", BakesBatch(), lambda m, x: m(x), 4).eval()
+    assert inference_module(encoder, torch.randn(8, 1, 4, 4)) is encoder

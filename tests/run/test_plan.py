@@ -182,6 +182,7 @@ def test_plan__golden_keys_of_a_fixed_suite():
     assert [(s.kind, s.identity) for s in plan.stages.values()] == GOLDEN
 
 
-# extract version 2 (channels_last convolutions); probe version 2 (records carry intervals and predictions)
-GOLDEN = [("extract", "2f0d812156ee5733dee484f02b91e86c"), ("probe", "6bf5c3400a581541bbaf3c049ee81ec7"),
-          ("probe", "28e6dcba60d3eea93674c754475dcb93")]
+# extract version 3 (CPU: the encoder compiled for inference, features/extract.py inference_module; version 2:
+# channels_last convolutions); probe version 2 (records carry intervals and predictions)
+GOLDEN = [("extract", "de3271d9a17928dfc61858b096903956"), ("probe", "70ef1d130d8d1e23af928e2db409edda"),
+          ("probe", "06d316767b5e6c571b8ed770a08cf125")]
