@@ -79,7 +79,8 @@ def resampled_means(scores: np.ndarray, *, resamples: int = RESAMPLES, seed: int
     """(M, N) per-example scores -> (M, resamples) means over resampled examples: the draws of
     ``bootstrap.bootstrap_means`` (same generator, seed, block sizes and order), each resample
     turned into per-example counts, so M rows cost one draw and one matrix product instead of an
-    (M, resamples, N) gather (20 checkpoints x 10,000 test examples: 0.2 s, not 5 s)."""
+    (M, block, N) gather (20 rows x 10,000 examples: 1.5 s instead of 3.7 s on a loaded 2-core CPU,
+    and 64 MB of temporaries per block instead of 640 MB)."""
     scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     n = scores.shape[1]
     if n == 0:
