@@ -124,6 +124,32 @@ def _missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and v != v)
 
 
+def _column_keys(cells: pd.DataFrame, metric_order: dict[str, int]) -> tuple[pd.Series, list[tuple[str, str, str]]]:
+    """Each cell's protocol label (``name@version``, ``#params`` added where one protocol ran with several
+    params sets on a task) and the sorted (task, protocol label, metric) columns: by task, protocol, then
+    the metrics in the order the probes report them."""
+    variants = cells.groupby(["task", "protocol_id"])["params_id"].transform("nunique")
+    proto = cells["protocol_id"].where(variants == 1, cells["protocol_id"] + "#" + cells["params_id"])
+    keys = sorted({(t, p, m) for t, p, m in zip(cells["task"], proto, cells["metric"])},
+                  key=lambda k: (k[0], k[1], metric_order[k[2]]))
+    return proto, keys
+
+
+def _table_cells(cells: pd.DataFrame, proto: pd.Series, index: dict, *, ci: bool) -> dict[tuple[str, int], Cell]:
+    """(row label, column index) -> Cell; best and tie marks only in accuracy columns of >= 2 checkpoints,
+    ties only where the comparisons had a basis (rank_basis not ``none``)."""
+    sizes = cells.groupby(["task", "protocol_id", "params_id", "metric"])["checkpoint"].transform("size")
+    nan = float("nan")
+    out: dict[tuple[str, int], Cell] = {}
+    for (_, c), pr, size in zip(cells.iterrows(), proto, sizes):
+        ranked = size >= 2 and is_accuracy(c["metric"])
+        marked = ranked and c["rank_basis"] != "none"
+        out[(c["checkpoint_label"], index[(c["task"], pr, c["metric"])])] = Cell(
+            c["mean"], c["std"], int(c["n"]), c["lo"] if ci else nan, c["hi"] if ci else nan, c["metric"],
+            best=bool(ranked and c["best"]), tied=bool(marked and c["tied_with_best"]))
+    return out
+
+
 def build_table(records: Iterable[Record | dict], *, task: Optional[str] = None, protocol: Optional[str] = None,
                 ci: bool = True, storage: Optional[Path] = None) -> Optional[Table]:
     """The table's content (None: no ok record matches). ``storage``: where the records' predictions
@@ -142,28 +168,15 @@ def build_table(records: Iterable[Record | dict], *, task: Optional[str] = None,
     cells = cells[cells["metric"] != COLLAPSED]
     if cells.empty:
         return None
-    # a protocol run with several params sets gets one column group per set, named by the params digest
-    variants = cells.groupby(["task", "protocol_id"])["params_id"].transform("nunique")
-    proto = cells["protocol_id"].where(variants == 1, cells["protocol_id"] + "#" + cells["params_id"])
-    metric_order = {m: i for i, m in enumerate(c[7:] for c in df.columns if c.startswith("metric."))}
-    keys = sorted({(t, p, m) for t, p, m in zip(cells["task"], proto, cells["metric"])},
-                  key=lambda k: (k[0], k[1], metric_order[k[2]]))
-    columns = [Column(t, p, setting_label(m), m) for t, p, m in keys]
-    index = {k: i for i, k in enumerate(keys)}
+    metric_order = {m: i for i, m in enumerate(c[len("metric."):] for c in df.columns if c.startswith("metric."))}
+    proto, keys = _column_keys(cells, metric_order)
+    out = _table_cells(cells, proto, {k: i for i, k in enumerate(keys)}, ci=ci)
     rows = sorted(set(cells["checkpoint_label"]))
-    sizes = cells.groupby(["task", "protocol_id", "params_id", "metric"])["checkpoint"].transform("size")
-    out: dict[tuple[str, int], Cell] = {}
-    for (_, c), pr, size in zip(cells.iterrows(), proto, sizes):
-        ranked = size >= 2 and is_accuracy(c["metric"])
-        marked = ranked and c["rank_basis"] != "none"
-        out[(c["checkpoint_label"], index[(c["task"], pr, c["metric"])])] = Cell(
-            c["mean"], c["std"], int(c["n"]), c["lo"] if ci else float("nan"), c["hi"] if ci else float("nan"),
-            c["metric"], best=bool(ranked and c["best"]), tied=bool(marked and c["tied_with_best"]))
     knobs = knob_columns(df[df["checkpoint_label"].isin(rows)]).reindex(rows)
-    labels = [f"{r} [COLLAPSED on {', '.join(flags[r])}]" if r in flags.index else r for r in rows]
-    cells_by_label = {(labels[rows.index(r)], i): v for (r, i), v in out.items()}
-    return Table(labels, knobs.set_axis(labels), columns, cells_by_label, ci,
-                 ranked=any(v.best for v in out.values()))
+    label = {r: f"{r} [COLLAPSED on {', '.join(flags[r])}]" if r in flags.index else r for r in rows}
+    return Table([label[r] for r in rows], knobs.set_axis([label[r] for r in rows]),
+                 [Column(t, p, setting_label(m), m) for t, p, m in keys],
+                 {(label[r], i): v for (r, i), v in out.items()}, ci, ranked=any(v.best for v in out.values()))
 
 
 # ---------------------------------------------------------------- cell text per format
