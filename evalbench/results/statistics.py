@@ -21,7 +21,7 @@ each seed (``frame.py``'s ``latest``), aggregated over seeds. ``cell_stats`` giv
   record's number is not used) and ``examples``, a digest of the test labels: two cells pair only when their
   digests are equal.
 
-**Paired test** (``paired_test``): two cells' per-example scores on the same test examples. The
+**Paired test** (``paired_test``; ``compare`` picks two checkpoints of a column): two cells' per-example scores on the same test examples. The
 difference of accuracies with its paired 95% percentile-bootstrap interval (``paired_bootstrap``:
 Koehn 2004, Dror et al. 2018), its two-sided bootstrap p-value 2·min(P*(d ≤ 0), P*(d ≥ 0)), and,
 for single runs (0/1 scores), McNemar's exact test: under H0 the b discordant pairs where only a is
@@ -234,6 +234,33 @@ def _bootstrap_seeds(cells: pd.DataFrame) -> pd.DataFrame:
         bounds = percentile_interval(resampled_means(np.stack(list(grp["scores"]))))  # (k, 2)
         cells.loc[grp.index, "lo"], cells.loc[grp.index, "hi"] = bounds[:, 0], bounds[:, 1]
     return cells
+
+
+def compare(cells: pd.DataFrame, a: str, b: str, *, task: str, protocol: str, metric: str,
+            params_id: Optional[str] = None) -> PairedTest:
+    """``paired_test`` of checkpoints a and b in one column of ``cell_stats`` (``protocol``: name@version;
+    ``params_id`` where the protocol ran with several params), e.g. in a notebook::
+
+        cells = cell_stats(load_results("results"))
+        compare(cells, "simclr", "byol", task="digits", protocol="linear@2", metric="top1").significant
+    """
+    from evalbench.core.errors import EvalbenchError
+
+    col = cells[(cells["task"] == task) & (cells["protocol_id"] == protocol) & (cells["metric"] == metric)]
+    if params_id is not None:
+        col = col[col["params_id"] == params_id]
+    found = {name: col[col["checkpoint"] == name] for name in (a, b)}
+    for name, rows in found.items():
+        if len(rows) != 1:
+            what = "no cell" if rows.empty else f"{len(rows)} cells (params ids {', '.join(rows['params_id'])}: pass one)"
+            raise EvalbenchError(f"{name} / {task} / {protocol} / {metric}: {what}; checkpoints in that column: "
+                                 f"{', '.join(sorted(set(col['checkpoint']))) or 'none'}")
+    ca, cb = found[a].iloc[0], found[b].iloc[0]
+    if ca["scores"] is None or cb["scores"] is None or ca["examples"] != cb["examples"]:
+        raise EvalbenchError(f"{a} and {b} on {task} / {protocol} / {metric}: no per-example predictions of the same "
+                             "test examples to pair (artifacts/predictions/<key>.npz under the run's storage: pass "
+                             "load_results(..., storage=...)); compare their intervals (lo, hi) instead")
+    return paired_test(ca["scores"], cb["scores"])
 
 
 # ---------------------------------------------------------------- ranks

@@ -12,7 +12,9 @@ import pytest
 from evalbench.protocols.bootstrap import paired_bootstrap
 from evalbench.results.frame import records_to_frame
 from evalbench.protocols.bootstrap import bootstrap_means
-from evalbench.results.statistics import cell_stats, mcnemar_exact, paired_test, rank_cells, resampled_means
+from evalbench.core.errors import EvalbenchError
+from evalbench.results.statistics import (cell_stats, compare, mcnemar_exact, paired_test, rank_cells,
+                                          resampled_means)
 from tests.results.helpers import predicted, record, with_predictions
 
 N = 400
@@ -184,3 +186,14 @@ def test_cell__predictions_that_do_not_give_the_records_value_are_not_used(tmp_p
     recs[1]["metrics"]["top1"] = 0.5  # the record says 50%, its predictions file 87.5%: not this record's
     cell = cell_stats(_frame(tmp_path, recs)).iloc[0]
     assert cell["interval"] == "t-seeds" and cell["scores"] is None and cell["mean"] == pytest.approx(0.7)
+
+
+def test_compare__pairs_two_checkpoints_of_a_column_and_says_when_it_cannot(tmp_path):
+    recs = [_one(tmp_path, "a", 40), _one(tmp_path, "b", 80), record("c", {"top1": 0.5}, params={})]
+    cells = cell_stats(_frame(tmp_path, recs))
+    t = compare(cells, "a", "b", task="digits", protocol="knn@1", metric="top1")
+    assert t == paired_test(_correct(40), _correct(80)) and t.significant
+    with pytest.raises(EvalbenchError, match="no per-example predictions"):
+        compare(cells, "a", "c", task="digits", protocol="knn@1", metric="top1")
+    with pytest.raises(EvalbenchError, match="zzz / digits / knn@1 / top1: no cell; checkpoints in that column: a, b, c"):
+        compare(cells, "a", "zzz", task="digits", protocol="knn@1", metric="top1")
