@@ -7,12 +7,13 @@ Its implementation name is registered in PROBES only so that protocol files are 
 every other (an unknown implementation is an error); calling it on features is an error.
 
 Recipe: SimCLR (Chen et al. 2020) appendix B.5 / SimCLRv2 (Chen et al. 2020b): momentum SGD
-(Nesterov in SimCLR; plain momentum here), no weight decay, random resized crop + horizontal flip,
-cosine schedule; the lr is chosen on val from ``lr_grid``, the test top-1 is that lr's model.
+(``nesterov``), no weight decay, random resized crop (+ horizontal flip: ``flip_p``), cosine schedule;
+the head starts from the linear probe of the frozen features (LP-FT, Kumar et al. 2022: ``head_init``);
+the lr is chosen on val from ``lr_grid``, the test top-1 is that lr's model.
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -40,6 +41,13 @@ class FinetuneParams(ProbeParams):
     # batch: 300 epochs of it, not 30), a large one for `epochs` (0: exactly `epochs`)
     min_steps: Annotated[int, Field(ge=0, description="an integer >= 0")] = 0
     momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False, description="a number in [0, 1)")] = 0.9
+    nesterov: bool = False  # Nesterov momentum (SimCLR appendix B.5)
+    # the new head's start: `random` (nn.Linear's init), or `probe`: a logistic regression fitted on the
+    # frozen features of the labelled images (LP-FT, Kumar et al. 2022), L2 `probe_l2`, then everything fine-tuned
+    head_init: Literal["random", "probe"] = "random"
+    probe_l2: PositiveFloat = 1e-2
+    # the encoder's lr = lr x backbone_lr_scale (the head's: lr); 1: one lr for the whole network
+    backbone_lr_scale: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False, description="a number in (0, 1]")] = 1.0
     weight_decay: NonNegFloat = 0.0
     crop_scale: Annotated[list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]], Field(
         min_length=2, max_length=2, description="[min, max] area fractions of the random resized crop, in (0, 1]")] \

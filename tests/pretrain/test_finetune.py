@@ -1,16 +1,19 @@
 """Fine-tuning (pretrain/finetune.py, the train stage of semisup_1pct / semisup_10pct / finetune_100pct)
 on digits at 8x8: it changes the encoder's weights, chooses the lr on val, and with every label it
-beats the frozen linear probe of the same random-init encoder."""
+beats the frozen linear probe of the same random-init encoder; LP-FT's head is scikit-learn's logistic
+regression of the frozen features."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
 
 from evalbench.core.errors import EvalbenchError
 from evalbench.encoders import build_encoder
 from evalbench.protocols import PROBES
-from evalbench.pretrain.finetune import finetune
+from evalbench.protocols.finetune import FinetuneParams
+from evalbench.pretrain.finetune import Classifier, finetune, logistic_head, optimizer
 from evalbench.specs.checkpoint import CheckpointSpec, RandomWeights, parse_data_config
 from evalbench.specs.protocol import resolve_protocol
 from evalbench.specs.subsets import task_subset
@@ -66,7 +69,7 @@ def test_finetune__the_lr_is_chosen_on_val(digits):
     sets, idx, _ = task_subset(digits, fraction=0.1, draw=1)
     grid = [1e-4, 0.03, 0.1]
     r = finetune(_encoder(), sets, idx, num_classes=10, data=DATA,
-                 params=_params("semisup_10pct", epochs=2, lr_grid=grid), seed=0, device=CPU)
+                 params=_params("semisup_10pct", epochs=2, lr_grid=grid, head_init="random"), seed=0, device=CPU)
     curve = r.details["val_curve"]
     assert list(curve) == [repr(v) for v in grid]
     best = max(grid, key=lambda lr: (curve[repr(lr)], -grid.index(lr)))  # ties: the first of the grid
@@ -105,3 +108,33 @@ def test_finetune__min_steps_adds_epochs_to_a_small_subset(digits):
 def test_finetune__not_a_probe_on_features():
     with pytest.raises(EvalbenchError, match="train"):
         PROBES.get("finetune")(None, params={}, seed=0, device=CPU)
+
+
+@pytest.mark.parametrize("l2", [1e-3, 0.1, 1.0])
+def test_logistic_head__equals_sklearn_logistic_regression(l2):
+    rng = np.random.default_rng(0)
+    n, d, c = 150, 12, 4
+    x = rng.normal(size=(n, d)) * rng.uniform(0.05, 5.0, d) + rng.normal(size=d)  # features of very different scales
+    y = rng.integers(0, c, n)
+    x[y == 1, :3] += 1.0
+    head = logistic_head(torch.tensor(x, dtype=torch.float32), torch.tensor(y), num_classes=c, l2=l2)
+    ref = LogisticRegression(C=1 / (l2 * n), tol=1e-10, max_iter=10_000).fit(x, y)  # mean CE + l2/2 |W|^2
+    with torch.no_grad():
+        prob = torch.softmax(head(torch.tensor(x, dtype=torch.float32)), 1).numpy()
+    np.testing.assert_allclose(prob, ref.predict_proba(x), atol=1e-4)
+
+
+def test_optimizer__backbone_lr_scale_and_nesterov():
+    model = Classifier(_encoder(), 10)
+    p = FinetuneParams.model_validate({**resolve_protocol("finetune_100pct").params, "backbone_lr_scale": 0.1,
+                                       "nesterov": True, "weight_decay": 1e-4})
+    opt = optimizer(model, p, 0.3)
+    ids = {id(q): name for name, q in model.named_parameters()}
+    seen = set()
+    for g in opt.param_groups:
+        names = [ids[id(q)] for q in g["params"]]
+        seen.update(names)
+        assert all(n.startswith("head.") for n in names) or all(n.startswith("encoder.") for n in names)
+        assert g["lr"] == pytest.approx(0.3 if names[0].startswith("head.") else 0.03)
+        assert g["nesterov"] and g["weight_decay"] == (1e-4 if g["params"][0].ndim > 1 else 0.0)
+    assert seen == set(ids.values())  # every parameter trained, once

@@ -18,6 +18,7 @@ from evalbench.results.transfer import render_transfer, transfer_matrix
 from evalbench.run.plan import plan_suite
 from evalbench.run.runner import run_suite
 from evalbench.specs.checkpoint import CheckpointSpec, StageWeights, parse_data_config
+from evalbench.specs.protocol import resolve_protocol
 from evalbench.specs.suite import load_suite
 from tests.conftest import PREP, write_suite
 
@@ -81,7 +82,9 @@ def test_run__train_records_intervals_draws_and_transfer(tmp_path, capsys):
     one = {r["seed"]: r["details"]["subset"] for r in trains if r["protocol"]["name"] == "semisup_1pct"}
     assert one[0]["source"] == "file" and one[0]["min_one_per_class"] is False
     table = render_table(records)
-    assert "digits<br>semisup_1pct@1 top1" in table and "±" in table  # mean ± std over the draws
+    version = next(r["protocol"]["version"] for r in trains if r["protocol"]["name"] == "semisup_1pct")
+    assert version == resolve_protocol("semisup_1pct").version
+    assert f"digits<br>semisup_1pct@{version} top1" in table and "±" in table  # mean ± std over the draws
     again = run_suite(load_suite(path), results=store, executor="local")
     assert again.stages_run == {} and again.skipped == summary.ok
 
