@@ -36,6 +36,7 @@ checkpoint's pretraining method or knobs vary, they are columns before the metri
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -124,14 +125,30 @@ def _missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and v != v)
 
 
-def _column_keys(cells: pd.DataFrame, metric_order: dict[str, int]) -> tuple[pd.Series, list[tuple[str, str, str]]]:
+def _label_fraction(params_json: object) -> float:
+    """A fine-tuning protocol's label fraction (its params), 0 for every other protocol."""
+    try:
+        fraction = json.loads(str(params_json)).get("label_fraction")
+    except (ValueError, AttributeError):
+        return 0.0
+    return float(fraction) if isinstance(fraction, (int, float)) else 0.0
+
+
+def _column_keys(cells: pd.DataFrame, metric_order: dict[str, int],
+                 fractions: dict[tuple[str, str], float]) -> tuple[pd.Series, list[tuple[str, str, str]]]:
     """Each cell's protocol label (``name@version``, ``#params`` added where one protocol ran with several
-    params sets on a task) and the sorted (task, protocol label, metric) columns: by task, protocol, then
-    the metrics in the order the probes report them."""
+    params sets on a task) and the sorted (task, protocol label, metric) columns: by task; protocols with
+    accuracies first (frozen probes by name, then fine-tuning by label fraction: 1%, 10%, 100%, as the
+    leaderboard page orders them), protocols without any (diagnostics) last; then the metrics in the order
+    the probes report them. ``fractions``: (protocol_id, params_id) -> label fraction (0: none)."""
     variants = cells.groupby(["task", "protocol_id"])["params_id"].transform("nunique")
     proto = cells["protocol_id"].where(variants == 1, cells["protocol_id"] + "#" + cells["params_id"])
+    rank: dict[tuple[str, str], tuple[int, float]] = {}
+    for t, p, pid, prm, m in zip(cells["task"], proto, cells["protocol_id"], cells["params_id"], cells["metric"]):
+        mine = (0 if is_accuracy(m) else 1, fractions.get((pid, prm), 0.0))
+        rank[(t, p)] = min(rank.get((t, p), mine), mine)
     keys = sorted({(t, p, m) for t, p, m in zip(cells["task"], proto, cells["metric"])},
-                  key=lambda k: (k[0], k[1], metric_order[k[2]]))
+                  key=lambda k: (k[0], rank[(k[0], k[1])], k[1], metric_order[k[2]]))
     return proto, keys
 
 
@@ -169,7 +186,9 @@ def build_table(records: Iterable[Record | dict], *, task: Optional[str] = None,
     if cells.empty:
         return None
     metric_order = {m: i for i, m in enumerate(c[len("metric."):] for c in df.columns if c.startswith("metric."))}
-    proto, keys = _column_keys(cells, metric_order)
+    fractions = {(pid, prm): _label_fraction(js)
+                 for pid, prm, js in zip(df["protocol_id"], df["params_id"], df["params"])}
+    proto, keys = _column_keys(cells, metric_order, fractions)
     out = _table_cells(cells, proto, {k: i for i, k in enumerate(keys)}, ci=ci)
     rows = sorted(set(cells["checkpoint_label"]))
     knobs = knob_columns(df[df["checkpoint_label"].isin(rows)]).reindex(rows)

@@ -57,7 +57,10 @@ def test_table__collapsed_features_are_flagged_on_the_row_and_diagnostics_are_no
     diag["protocol"] = {"name": "diagnostics", "version": 1, "params": {}}
     diag["metrics"] = {"collapse_std": 0.01234, "collapsed": 1.0}
     csv = render_table([_rec("a", 0.9), diag, _rec("b", 0.8)], fmt="csv")
-    assert "a [COLLAPSED on digits],0.0123,90.0" in csv
+    header, row_a = csv.splitlines()[0].split(","), next(l for l in csv.splitlines() if l.startswith("a ")).split(",")
+    cell = dict(zip(header, row_a))
+    assert row_a[0] == "a [COLLAPSED on digits]" and cell["digits / diagnostics@1 collapse_std"] == "0.0123"
+    assert [h for h in header if "@" in h][-1] == "digits / diagnostics@1 collapse_std"  # accuracies first, diagnostics last
     assert "collapsed" not in csv.splitlines()[0] and csv.count("COLLAPSED") == 1
 
 
