@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_probes  # noqa: E402  (the same features and sklearn k-NN peer as bench_probes.py)
 
 from evalbench.features.artifact import Features  # noqa: E402
+from evalbench.features.extract import COMPILE_MIN_IMAGES  # noqa: E402
 from evalbench.protocols import knn  # noqa: E402
 from evalbench.protocols.linear import grad_norm, linear_probe, standardise  # noqa: E402
 from evalbench.specs.protocol import resolve_protocol  # noqa: E402
@@ -407,7 +408,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="also the 7-point linear probe on timm resnet18 features (512-d; first thread count only, best of 1: ~8 min)")
     ap.add_argument("--sklearn-knn", action="store_true", help="also time sklearn's brute-force k-NN (slow)")
     ap.add_argument("--extract-images", type=int, default=4000,
-                    help="test images timed in the extraction rows (small-cnn at 28 px; resnet18 at 64 px gets a quarter)")
+                    help="test images timed in the extraction rows (small-cnn at 28 px; resnet18 at 64 px gets a quarter, "
+                         "but at least COMPILE_MIN_IMAGES = 2048, so both rows run the compiled forward)")
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "evalbench-bench")
     ap.add_argument("--json", type=Path, default=HERE / "figures.json")
     ap.add_argument("--readme", type=Path, default=HERE / "README.md")
@@ -452,7 +454,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 else:
                     rows = bench_linear(f, task, enc, n, 1, 1, grid45=False)
                 if enc == "small-cnn" or n == threads[0]:
-                    count = args.extract_images if enc == "small-cnn" else max(256, args.extract_images // 4)
+                    count = args.extract_images if enc == "small-cnn" else max(COMPILE_MIN_IMAGES, args.extract_images // 4)
                     rows.append(bench_extract(task, enc, n, args.repeats, count))
                 for r in rows:
                     doc["figures"].append(finish(r, {**meta, "load": load()}))
