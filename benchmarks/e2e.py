@@ -83,7 +83,7 @@ def run(store: Path, *, keep: bool = False) -> dict:
         trained = sum("pretrain " in line and line.startswith("ok") for line in proc.stdout.splitlines())
         return {"wall_s": round(wall, 1), "checkpoints_linked": linked, "pretrain_stages_run": trained,
                 "load_before": load_before, "load_after": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
-                "summary": next((ln for ln in proc.stdout.splitlines() if " evaluations: " in ln), "")[:300], **breakdown(work)}
+                "summary": next((ln for ln in (proc.stdout + proc.stderr).splitlines() if " evaluations: " in ln), "")[:300], **breakdown(work)}
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
