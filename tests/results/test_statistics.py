@@ -13,8 +13,7 @@ from evalbench.protocols.bootstrap import paired_bootstrap
 from evalbench.results.frame import records_to_frame
 from evalbench.protocols.bootstrap import bootstrap_means
 from evalbench.core.errors import EvalbenchError
-from evalbench.results.statistics import (cell_stats, compare, mcnemar_exact, paired_test, rank_cells,
-                                          resampled_means)
+from evalbench.results.statistics import cell_stats, compare, mcnemar_exact, paired_test, rank_cells
 from tests.results.helpers import predicted, record, with_predictions
 
 N = 400
@@ -176,9 +175,15 @@ def test_rank__only_accuracy_metrics_are_ranked(tmp_path):
 
 
 @pytest.mark.parametrize("n", [7, 400, 9000])  # 9000: several blocks of draws
-def test_resampled_means__are_bootstrap_means_by_counts(n):
+def test_bootstrap_means__equal_the_means_of_the_resampled_examples(n):
+    """The counts-based means equal the definition: gather each resample's examples, then average."""
+    from evalbench.protocols.bootstrap import BLOCK, RESAMPLES, SEED
     scores = np.random.default_rng(3).integers(0, 4, size=(5, n)) / 3  # fractions of 3 seeds right
-    assert np.allclose(resampled_means(scores), bootstrap_means(scores), rtol=0, atol=1e-12)
+    rng, per_block, reference = np.random.default_rng(SEED), max(1, BLOCK // n), []
+    for start in range(0, RESAMPLES, per_block):
+        idx = rng.integers(0, n, size=(min(per_block, RESAMPLES - start), n))
+        reference.append(scores[:, idx].mean(axis=2))
+    assert np.allclose(bootstrap_means(scores), np.concatenate(reference, axis=1), rtol=0, atol=1e-12)
 
 
 def test_cell__predictions_that_do_not_give_the_records_value_are_not_used(tmp_path):
