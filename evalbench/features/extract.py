@@ -31,9 +31,10 @@ MEMORY_FORMAT = torch.channels_last
 
 
 # CPU: images from which the encoder is compiled for inference (tracing, freezing and checking on 16
-# images cost ~0.05 s for builtin:small-cnn on a loaded host). Measured at 1 thread on 4096
-# 28 px images (small-cnn): 1.9x the images/s of the eager channels_last forward; timm:resnet18 at 64 px:
-# 1.1x. Features differ from eager by float rounding (3e-7 relative: BatchNorm folded into the weights).
+# images cost ~0.05 s for builtin:small-cnn on a loaded host). Raw forward, compiled vs eager channels_last
+# (benchmarks/run_all.py extraction rows, 2026-12-06): small-cnn 28 px 1.20x (1 thread) and 1.26x (2),
+# timm:resnet18 64 px 1.23x; 1.3-1.9x in one-off runs on the loaded host. Features differ from eager by
+# float rounding (3e-7 relative: BatchNorm folded into the weights).
 COMPILE_MIN_IMAGES = 2048
 COMPILE_RTOL = 1e-4  # largest |compiled - eager| accepted, relative to the largest |eager| feature
 COMPILE_EXAMPLE = 16  # images traced and checked (the first batch's first ones): tracing a whole batch of 256 cost 4-7x more
