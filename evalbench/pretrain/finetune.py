@@ -34,13 +34,14 @@ from evalbench.core.errors import EvalbenchError
 from evalbench.data.base import ImageSource, SubsetSource
 from evalbench.data.splits import SplitSets
 from evalbench.encoders import DataConfig, Encoder, preprocess
-from evalbench.features.extract import MEMORY_FORMAT
+from evalbench.features.extract import MEMORY_FORMAT, extract_features
 from evalbench.pretrain.augment import build_augment
 from evalbench.pretrain.config import (AugmentConfig, BlurConfig, ColorJitterConfig, CropConfig, OptimizerConfig,
                                        ProbConfig, RotationConfig)
 from evalbench.pretrain.optim import build_scheduler, param_groups
 from evalbench.protocols.bootstrap import Predictions
 from evalbench.protocols.finetune import FinetuneParams
+from evalbench.protocols.linear import fit_logreg
 
 
 @dataclass(frozen=True)
@@ -82,46 +83,18 @@ def optimizer(model: Classifier, p: FinetuneParams, lr: float) -> torch.optim.SG
     return torch.optim.SGD(groups, lr=lr, momentum=p.momentum, nesterov=p.nesterov and p.momentum > 0)
 
 
-@torch.no_grad()
-def embed(encoder: Encoder, source: ImageSource, *, data: DataConfig, device: torch.device,
-          batch_size: int) -> torch.Tensor:
-    """(N, D) float32 features of ``source`` (eval mode, no augmentation), on the CPU."""
-    model = encoder.to(device, memory_format=MEMORY_FORMAT).eval()
-    out = []
-    for images, _ in DataLoader(source, batch_size=batch_size, shuffle=False):
-        x = preprocess(images.to(device), data).contiguous(memory_format=MEMORY_FORMAT)
-        with torch.inference_mode(), _autocast(device):
-            out.append(model(x).float().cpu())
-    return torch.cat(out)
-
-
-def logistic_head(f: torch.Tensor, y: torch.Tensor, *, num_classes: int, l2: float, max_iter: int = 500) -> nn.Linear:
+def logistic_head(f: torch.Tensor, y: torch.Tensor, *, num_classes: int, l2: float, max_iter: int = 100) -> nn.Linear:
     """A multinomial logistic regression on the features ``f`` (N, D) as they are: mean cross-entropy +
-    l2/2 ||W||^2 (intercept not penalised), full-batch L-BFGS from zero (on centred features, the mean
-    folded back into the bias), i.e. scikit-learn's ``LogisticRegression(C=1 / (l2 N))`` on ``f``.
+    l2/2 ||W||^2 (intercept not penalised), solved to max|grad| <= 1e-6 by the linear probe's solver
+    (``protocols/linear.py`` ``fit_logreg``), i.e. scikit-learn's ``LogisticRegression(C=1 / (l2 N))`` on ``f``.
 
     Not on standardised features: a low-variance feature would get a weight of 1 / its std, and
     fine-tuning through such a head blew a random-init encoder's weights up 16-fold (digits, 8 px)."""
-    f = f.double()
-    mu = f.mean(0)
-    z = f - mu
-    w = torch.zeros(num_classes, f.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
-                            history_size=20, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(z @ w.T + b, y) + 0.5 * l2 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
+    w, b = fit_logreg(f.float(), y, l2=l2, num_classes=num_classes, max_iter=max_iter)  # W (D, C), b (C,)
     head = nn.Linear(f.shape[1], num_classes)
-    with torch.no_grad():  # W (f - mu) + b = W f + (b - W mu)
-        head.weight.copy_(w.float())
-        head.bias.copy_((b - w @ mu).float())
+    with torch.no_grad():
+        head.weight.copy_(w.T)
+        head.bias.copy_(b)
     return head
 
 
@@ -130,7 +103,8 @@ def probe_head(encoder: Encoder, source: ImageSource, *, num_classes: int, data:
     """LP-FT's first step (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"): the head is a
     logistic regression on the frozen features of the labelled images (``logistic_head``); fine-tuning
     then starts from a head that already fits, so early gradients do not distort the features."""
-    f = embed(encoder, source, data=data, device=device, batch_size=batch_size)  # (N, D)
+    f = torch.from_numpy(extract_features(encoder, source, cfg=data, device=device, batch_size=batch_size,
+                                          amp=device.type == "cuda"))  # (N, D) frozen, non-augmented
     return logistic_head(f, torch.as_tensor(np.asarray(source.labels), dtype=torch.int64), num_classes=num_classes, l2=l2)
 
 
