@@ -271,7 +271,9 @@ def _paired_column(col: pd.DataFrame, *, resamples: int, seed: int) -> dict[tupl
 
 def rank_cells(cells: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int = SEED) -> pd.DataFrame:
     """``cells`` with ``rank`` (Int64; <NA> for metrics that are not accuracies), ``best`` (the column's
-    highest mean), ``tied_with_best`` (rank 1, not the best) and ``rank_basis`` (module docstring)."""
+    highest mean, in a column of at least 2 checkpoints), ``tied_with_best`` (rank 1, not the best, every
+    comparison with a basis) and ``rank_basis`` (module docstring). Every renderer (tables, leaderboard
+    page) marks exactly these."""
     out = cells.copy()
     out["rank"] = pd.array([pd.NA] * len(out), dtype="Int64")
     out["best"], out["tied_with_best"], out["rank_basis"] = False, False, None
@@ -292,8 +294,10 @@ def rank_cells(cells: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int = S
                 else:
                     bases.add("none")
             known = bases != {"none"}  # a cell no comparison could test (no interval, no predictions): no rank
+            basis = max(bases, key=RANK_BASES.index) if bases else None
             out.at[i, "rank"] = 1 + better if known else pd.NA
-            out.at[i, "best"] = bool(c["mean"] == top)
-            out.at[i, "tied_with_best"] = bool(known and better == 0 and c["mean"] != top)
-            out.at[i, "rank_basis"] = max(bases, key=RANK_BASES.index) if bases else None
+            out.at[i, "best"] = bool(c["mean"] == top and len(col) > 1)  # a column of one has no best
+            # tied only where every comparison had a basis: a tie with an untested one means "unknown"
+            out.at[i, "tied_with_best"] = bool(basis not in (None, "none") and better == 0 and c["mean"] != top)
+            out.at[i, "rank_basis"] = basis
     return out

@@ -153,18 +153,11 @@ def _column_keys(cells: pd.DataFrame, metric_order: dict[str, int],
 
 
 def _table_cells(cells: pd.DataFrame, proto: pd.Series, index: dict, *, ci: bool) -> dict[tuple[str, int], Cell]:
-    """(row label, column index) -> Cell; best and tie marks only in accuracy columns of >= 2 checkpoints,
-    ties only where the comparisons had a basis (rank_basis not ``none``)."""
-    sizes = cells.groupby(["task", "protocol_id", "params_id", "metric"])["checkpoint"].transform("size")
+    """(row label, column index) -> Cell, marked as ``rank_cells`` decided (best, tied with the best)."""
     nan = float("nan")
-    out: dict[tuple[str, int], Cell] = {}
-    for (_, c), pr, size in zip(cells.iterrows(), proto, sizes):
-        ranked = size >= 2 and is_accuracy(c["metric"])
-        marked = ranked and c["rank_basis"] != "none"
-        out[(c["checkpoint_label"], index[(c["task"], pr, c["metric"])])] = Cell(
-            c["mean"], c["std"], int(c["n"]), c["lo"] if ci else nan, c["hi"] if ci else nan, c["metric"],
-            best=bool(ranked and c["best"]), tied=bool(marked and c["tied_with_best"]))
-    return out
+    return {(c["checkpoint_label"], index[(c["task"], pr, c["metric"])]): Cell(
+        c["mean"], c["std"], int(c["n"]), c["lo"] if ci else nan, c["hi"] if ci else nan, c["metric"],
+        best=bool(c["best"]), tied=bool(c["tied_with_best"])) for (_, c), pr in zip(cells.iterrows(), proto)}
 
 
 def build_table(records: Iterable[Record | dict], *, task: Optional[str] = None, protocol: Optional[str] = None,

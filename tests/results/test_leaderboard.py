@@ -138,7 +138,7 @@ def test_leaderboard__baselines_are_marked_and_listed_first(files):
 def _cells(page: str, task: str, checkpoint: str) -> list[str]:
     section = page[page.index(f'id="task-{task}"'):]
     row = section[section.index(f'data-v="{checkpoint}"'):]
-    return re.findall(r"<td[^>]*data-v=\"[^\"]*\"[^>]*>", row[:row.index('<tr class="prov"')])[1:]
+    return re.findall(r"<td[^>]*data-v=\"[^\"]*\"[^>]*>", row[:row.index('<tr class="prov"')])  # value cells
 
 
 def test_leaderboard__the_best_value_of_each_column_is_bold(files):
@@ -295,3 +295,21 @@ def test_ci_example__suite_targets_and_committed_leaderboard_fit_together():
         (f"{p.name}@{p.version}", params_id(p.params)) for p in suite.protocols}, (
         "examples/ci/leaderboard.csv is stale: regenerate it with the workflow's pretrain, run and leaderboard "
         "commands (examples/ci/README.md) and commit site/leaderboard.csv as examples/ci/leaderboard.csv")
+
+
+def test_leaderboard__page_and_markdown_mark_the_same_cells():
+    """The marks come from one place (statistics.rank_cells): a cell tied with the best (overlapping
+    intervals, no predictions) is marked tied on the page and † in the Markdown, and a column with one
+    checkpoint has no best in either."""
+    recs = [record("a", "knn", {"top1_k20_T0.07": 0.93, "top1_k200_T0.1": 0.88}),
+            record("b", "knn", {"top1_k20_T0.07": 0.925, "top1_k200_T0.1": 0.875}),
+            record("a", "linear", {"top1": 0.95})]  # linear: a column of one checkpoint
+    files = leaderboard.build(recs, plots=False)
+    page, md = files["index.html"].decode(), files["leaderboard.md"].decode()
+    a, b = _cells(page, "digits", "a"), _cells(page, "digits", "b")
+    assert [('class="best"' in c) for c in a] == [True, True, False]  # knn k20, knn k200, linear (alone)
+    assert ['class="tied"' in c for c in b] == [True, True, False] and not any('class="best"' in c for c in b)
+    assert 'class="na"' in b[2]  # b has no linear record
+    row = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| a ") or line.startswith("| b ")}
+    assert row["a"].count("**") == 4 and "95.0" in row["a"] and "**95.0" not in row["a"]  # two bold knn cells
+    assert row["b"].count("†") == 2
