@@ -73,12 +73,13 @@ def _int_or_none(v) -> Optional[int]:
 def leaderboard_cells(records: Iterable[Record], *, storage: Optional[Path] = None) -> list[Cell]:
     """Every cell of the records (ok, newest per seed), sorted by (task, checkpoint, protocol, params,
     metric). ``storage``: the artifact store, where per-example predictions make paired ranks possible."""
-    records = list(records)
-    by_key = {r.key: r for r in records}
     stats = cell_stats(records_to_frame(records, storage=storage))
-    if stats.empty:
-        return []
-    ranked = rank_cells(stats)
+    return [] if stats.empty else cells_of(records, rank_cells(stats))
+
+
+def cells_of(records: Iterable[Record], ranked: pd.DataFrame) -> list[Cell]:
+    """``leaderboard_cells`` of cells already ranked (``rank_cells(cell_stats(...))`` of these records)."""
+    by_key = {r.key: r for r in records}
     out = []
     for row in ranked.itertuples(index=False):
         recs = sorted((by_key[k] for k in row.keys), key=lambda r: (-1 if r.seed is None else r.seed, r.key))

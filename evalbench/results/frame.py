@@ -206,7 +206,11 @@ def leaderboard_csv(df: pd.DataFrame) -> str:
     """The committed leaderboard CSV (module docstring): one row per cell of ``statistics.cell_stats``."""
     from evalbench.results.statistics import cell_stats
 
-    cells = cell_stats(df)
+    return cells_csv(cell_stats(df))
+
+
+def cells_csv(cells: pd.DataFrame) -> str:
+    """``leaderboard_csv`` of cells already aggregated (``statistics.cell_stats``, ranked or not)."""
     out = pd.DataFrame({"checkpoint": cells["checkpoint"], "task": cells["task"], "protocol": cells["protocol_id"],
                         "params_id": cells["params_id"], "metric": cells["metric"], "value": cells["mean"],
                         "lo": cells["lo"], "hi": cells["hi"], "n": cells["n"].astype(int)}, columns=CSV_COLUMNS)

@@ -2,9 +2,9 @@
 
 Writes, into ``--out``:
 
-- ``leaderboard.md``: one section per task (``tables.render_table``, the same tables ``evalbench table``
+- ``leaderboard.md``: one section per task (``tables.table_from_cells``, the same tables ``evalbench table``
   prints), its baseline rows named, then the plots (PNG links) with their captions;
-- ``leaderboard.csv``: ``frame.leaderboard_csv`` (one row per cell; what ``evalbench diff`` reads);
+- ``leaderboard.csv``: ``frame.cells_csv`` (``leaderboard_csv``'s bytes; one row per cell; what ``evalbench diff`` reads);
 - ``index.html``: a static page (inline CSS and JS, nothing fetched): one table per task with
   protocol@version over its metrics, baseline rows marked (random init; supervised reference: a
   checkpoint pretrained with ``method: supervised``), each column's best value in bold and the
@@ -30,11 +30,13 @@ from pathlib import Path
 from string import Template
 from typing import Iterable, Optional, Sequence
 
+import pandas as pd
+
 from evalbench.core.atomic import write_bytes
-from evalbench.results.cells import ROW_KINDS, Cell, leaderboard_cells
-from evalbench.results.frame import leaderboard_csv, params_id, partial_mark, records_to_frame
+from evalbench.results.cells import ROW_KINDS, Cell, cells_of
+from evalbench.results.frame import cells_csv, params_id, partial_mark, records_to_frame
 from evalbench.results.record import Record
-from evalbench.results.statistics import is_accuracy
+from evalbench.results.statistics import cell_stats, is_accuracy, rank_cells
 from evalbench.specs.suite import Suite
 
 MARKDOWN, CSV, HTML, PLOTS_DIR = "leaderboard.md", "leaderboard.csv", "index.html", "plots"
@@ -368,8 +370,10 @@ def render_html(records: Sequence[Record], cells: Sequence[Cell], plots: Sequenc
 
 
 def render_markdown(records: Sequence[Record], cells: Sequence[Cell], plots: Sequence, *, title: str = TITLE,
-                    storage: Optional[Path] = None) -> str:
-    from evalbench.results.tables import render_table
+                    frame: pd.DataFrame, ranked: pd.DataFrame) -> str:
+    """``frame``, ``ranked``: the records' ``load_results`` frame and its ranked cells (``build``), whose
+    per-task slices make each section's table (``tables.table_from_cells``, the ``evalbench table`` renderer)."""
+    from evalbench.results.tables import render, table_from_cells
 
     out = [f"# {title}", "", summary_line(records, cells), "",
            "Cells: top-1 accuracy in % (diagnostics as numbers); a single run's 95% interval in brackets, "
@@ -377,7 +381,7 @@ def render_markdown(records: Sequence[Record], cells: Sequence[Cell], plots: Seq
     for task in sorted({c.task for c in cells}):
         tc = [c for c in cells if c.task == task]
         out += [f"## {task} (v{tc[0].records[0].task['version']})", "",
-                render_table([r for c in tc for r in c.records], fmt="github", task=task, storage=storage), ""]
+                render(table_from_cells(frame[frame["task"] == task], ranked[ranked["task"] == task]), fmt="github"), ""]
         baselines = sorted({(c.checkpoint, c.kind) for c in tc if c.kind})
         if baselines:
             out += ["Baselines: " + ", ".join(f"`{n}` ({k})" for n, k in baselines) + ".", ""]
@@ -392,14 +396,17 @@ def build(records: Iterable[Record], *, storage: Optional[Path] = None, plots: b
           tsne: Sequence[str] = (), title: str = TITLE) -> dict[str, bytes]:
     """Every file of the leaderboard: relative path -> bytes (the same records give the same bytes)."""
     records = sorted(records, key=lambda r: r.key)
-    cells = leaderboard_cells(records, storage=storage)
+    frame = records_to_frame(records, storage=storage)
+    stats = cell_stats(frame)  # once for the cells, the tables and the CSV
+    ranked = rank_cells(stats) if not stats.empty else stats
+    cells = cells_of(records, ranked) if not stats.empty else []
     figures = []
     if plots:
         from evalbench.results.report import make_plots  # matplotlib stays out of `evalbench table`
 
         figures = make_plots(cells, storage=storage, tsne=tsne)
-    files = {MARKDOWN: render_markdown(records, cells, figures, title=title, storage=storage).encode(),
-             CSV: leaderboard_csv(records_to_frame(records, storage=storage)).encode(),
+    files = {MARKDOWN: render_markdown(records, cells, figures, title=title, frame=frame, ranked=ranked).encode(),
+             CSV: cells_csv(stats).encode(),
              HTML: render_html(records, cells, figures, title=title).encode()}
     for p in figures:
         files[f"{PLOTS_DIR}/{p.name}.png"] = p.png

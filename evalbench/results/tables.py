@@ -170,9 +170,12 @@ def build_table(records: Iterable[Record | dict], *, task: Optional[str] = None,
     if protocol:
         df = df[df["protocol"] == protocol.split("@")[0]]
     cells = cell_stats(df)
-    if cells.empty:
-        return None
-    cells = rank_cells(cells)
+    return None if cells.empty else table_from_cells(df, rank_cells(cells), ci=ci)
+
+
+def table_from_cells(df: pd.DataFrame, cells: pd.DataFrame, *, ci: bool = True) -> Optional[Table]:
+    """The table of ranked cells (``rank_cells(cell_stats(df))``, or a slice of them: one task's) and the
+    frame they come from (knob columns, metric order, label fractions); None: nothing to show."""
     flags = (cells[(cells["metric"] == COLLAPSED) & (cells["mean"] > 0)].groupby("checkpoint_label")["task"]
              .agg(lambda ts: sorted(set(ts))))
     cells = cells[cells["metric"] != COLLAPSED]
@@ -363,6 +366,10 @@ def _escape_cell(text: str) -> str:
 def render_table(records: Iterable[Record | dict], *, fmt: str = "github", task: Optional[str] = None,
                  protocol: Optional[str] = None, ci: bool = True, storage: Optional[Path] = None) -> str:
     """The table in one format (module docstring); ``ci``: show the 95% intervals."""
-    renderer = RENDERERS.get(fmt)
-    table = build_table(records, task=task, protocol=protocol, ci=ci, storage=storage)
-    return "(no ok records match)" if table is None else renderer(table)
+    RENDERERS.get(fmt)  # an unknown format fails before any work
+    return render(build_table(records, task=task, protocol=protocol, ci=ci, storage=storage), fmt=fmt)
+
+
+def render(table: Optional[Table], *, fmt: str) -> str:
+    """A built table (``build_table``, ``table_from_cells``) in one format."""
+    return "(no ok records match)" if table is None else RENDERERS.get(fmt)(table)
