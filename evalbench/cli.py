@@ -135,8 +135,7 @@ def cmd_diff(a: argparse.Namespace) -> int:
     more than --tol or a cell disappeared (results/gates.py)."""
     from evalbench.results.gates import diff_cells, load_cells, render_outcome
 
-    report = lambda line: print(line, file=sys.stderr)  # noqa: E731
-    outcome = diff_cells(load_cells(Path(a.old), report=report), load_cells(Path(a.new), report=report), tol=a.tol)
+    outcome = diff_cells(load_cells(Path(a.old)), load_cells(Path(a.new)), tol=a.tol)
     print(render_outcome(outcome, fmt=a.format, show_all=a.all))
     return 0 if outcome.passed else 1
 
@@ -147,7 +146,7 @@ def cmd_check_targets(a: argparse.Namespace) -> int:
     from evalbench.results.gates import check_targets, load_cells, load_targets, render_outcome
 
     targets = load_targets(Path(a.targets))
-    outcome = check_targets(targets, load_cells(Path(a.results), report=lambda line: print(line, file=sys.stderr)))
+    outcome = check_targets(targets, load_cells(Path(a.results)))
     print(render_outcome(outcome, fmt=a.format, show_all=a.all))
     return 0 if outcome.passed else 1
 
@@ -155,14 +154,10 @@ def cmd_check_targets(a: argparse.Namespace) -> int:
 @COMMANDS.register("leaderboard")
 def cmd_leaderboard(a: argparse.Namespace) -> int:
     from evalbench.results import leaderboard
-    from evalbench.results.store import RecordStore
+    from evalbench.results.frame import stored_records
 
-    store = RecordStore(Path(a.results))
-    if not store.records_dir.is_dir():
-        raise EvalbenchError(f"no records under {store.records_dir}; run `evalbench run --results {a.results}` first "
-                             "or pass the results directory that holds records/")
-    records = list(store.records())
-    _report_problems(store.problems)
+    records, problems = stored_records(Path(a.results))
+    _report_problems(problems)
     if a.suite:
         from evalbench.specs.suite import load_suite
         records = leaderboard.suite_records(records, load_suite(Path(a.suite)))

@@ -174,8 +174,12 @@ def problem_lines(problems: dict[str, str]) -> list[str]:
             for path, why in sorted(problems.items())]
 
 
+def to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def load_results(path: str | Path, *, storage: Optional[str | Path] = None,
-                 report: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> pd.DataFrame:
+                 report: Callable[[str], None] = to_stderr) -> pd.DataFrame:
     """Every record under ``path/records/`` as one row (module docstring: the columns).
 
     ``storage``: the artifact store the run used (``--storage``; default: ``path``), where the
@@ -183,6 +187,17 @@ def load_results(path: str | Path, *, storage: Optional[str | Path] = None,
     (stderr by default) and kept in ``df.attrs["problems"]`` (path -> reason). A directory without
     ``records/`` is an error (nothing to read), not an empty frame.
     """
+    records, problems = stored_records(Path(path))
+    df = records_to_frame(records, storage=Path(storage) if storage is not None else Path(path))
+    for line in problem_lines(problems):
+        report(line)
+    df.attrs["problems"] = problems
+    return df
+
+
+def stored_records(path: Path) -> tuple[list[Record], dict[str, str]]:
+    """The valid records of a results directory and its invalid record files (path -> why); a directory
+    without ``records/`` is an error that says which directory to pass."""
     from evalbench.core.errors import EvalbenchError
     from evalbench.results.store import RecordStore
 
@@ -190,11 +205,7 @@ def load_results(path: str | Path, *, storage: Optional[str | Path] = None,
     if not store.records_dir.is_dir():
         raise EvalbenchError(f"no records under {store.records_dir}; run `evalbench run --results {path}` first, "
                              "or pass the results directory that holds records/")
-    df = records_to_frame(list(store.records()), storage=Path(storage) if storage is not None else store.root)
-    for line in problem_lines(store.problems):
-        report(line)
-    df.attrs["problems"] = dict(store.problems)
-    return df
+    return list(store.records()), dict(store.problems)
 
 
 def metric_names(df: pd.DataFrame) -> list[str]:

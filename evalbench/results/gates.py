@@ -37,7 +37,7 @@ from evalbench.core.errors import ConfigError, EvalbenchError
 from evalbench.core.registry import Registry
 from evalbench.core.validate import Doc, FiniteFloat, NonNegFloat, validate
 from evalbench.core.yamlio import parse_yaml, read_text
-from evalbench.results.frame import CSV_COLUMNS, leaderboard_csv, load_results
+from evalbench.results.frame import CSV_COLUMNS, leaderboard_csv, load_results, to_stderr
 from evalbench.results.statistics import is_accuracy
 
 KEY = ["checkpoint", "task", "protocol", "params_id", "metric"]  # one cell (the CSV's first five columns)
@@ -84,8 +84,9 @@ def _parse_leaderboard(text: str, *, where: str) -> pd.DataFrame:
 
 
 def load_cells(source: Path, *, storage: Optional[Path] = None,
-               report: Callable[[str], None] = lambda line: None) -> pd.DataFrame:
-    """The cells (columns of the leaderboard CSV) of a results directory or a leaderboard CSV."""
+               report: Callable[[str], None] = to_stderr) -> pd.DataFrame:
+    """The cells (columns of the leaderboard CSV) of a results directory or a leaderboard CSV; invalid
+    record files are reported through ``report`` (stderr by default, as ``load_results``)."""
     source = Path(source)
     if source.is_dir() and (source / "records").is_dir():
         text = leaderboard_csv(load_results(source, storage=storage, report=report))

@@ -129,7 +129,7 @@ def paired_test(scores_a: np.ndarray, scores_b: np.ndarray, *, resamples: int = 
 # ---------------------------------------------------------------- cells
 
 def long_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (latest ok record, metric): CELL + seed, value, lo, hi, source, predictions, key."""
+    """One row per (latest ok record, metric): CELL + seed, value, lo, hi, predictions, key."""
     ok = df[(df["status"] == "ok") & df["latest"]]
     parts = []
     for m in metric_names(df):
@@ -141,9 +141,9 @@ def long_frame(df: pd.DataFrame) -> pd.DataFrame:
             "checkpoint": sub["checkpoint"], "checkpoint_label": sub["checkpoint_label"], "task": sub["task"],
             "protocol_id": sub["protocol_id"], "params_id": sub["params_id"], "metric": m, "seed": sub["seed"],
             "value": sub[f"metric.{m}"].astype(float), "lo": col(f"ci95_lo.{m}").astype(float),
-            "hi": col(f"ci95_hi.{m}").astype(float), "source": col(f"ci95_source.{m}"),
+            "hi": col(f"ci95_hi.{m}").astype(float),
             "predictions": sub["predictions"], "key": sub["key"], "created": sub["created"]}))
-    cols = CELL + ["checkpoint_label", "seed", "value", "lo", "hi", "source", "predictions", "key", "created"]
+    cols = CELL + ["checkpoint_label", "seed", "value", "lo", "hi", "predictions", "key", "created"]
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 

@@ -45,7 +45,6 @@ import pandas as pd
 from tabulate import tabulate
 
 from evalbench.core.registry import Registry
-from evalbench.results.frame import params_id as _params_id  # noqa: F401  (transfer.py, run/runner.py)
 from evalbench.results.frame import records_to_frame
 from evalbench.results.record import Record
 from evalbench.results.statistics import cell_stats, is_accuracy, rank_cells

@@ -18,7 +18,8 @@ from tabulate import tabulate
 from evalbench.core.errors import EvalbenchError
 from evalbench.protocols.finetune import is_finetune
 from evalbench.results.record import Record
-from evalbench.results.tables import FORMATS, _params_id as params_id
+from evalbench.results.frame import params_id
+from evalbench.results.tables import FORMATS
 
 FROZEN = ("linear", "knn")  # probe implementations shown beside every fine-tuning protocol
 MEAN = "mean (targets ≠ source)"

@@ -36,7 +36,7 @@ from evalbench.core.errors import PreflightError, plain_message
 from evalbench.features.artifact import features_exist
 from evalbench.results.record import Record
 from evalbench.results.store import ArtifactStore, RecordStore
-from evalbench.results.tables import _params_id as params_id  # the short params hash of table columns
+from evalbench.results.frame import params_id  # the short params hash of table columns
 from evalbench.run.executors import EXECUTORS, ExecOptions, check_options, check_reachable
 from evalbench.run.plan import Plan, plan_suite
 from evalbench.run.stages import STAGE_KINDS, Stage, StageOutput
