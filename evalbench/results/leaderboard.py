@@ -36,7 +36,7 @@ from evalbench.core.atomic import write_bytes
 from evalbench.results.cells import ROW_KINDS, Cell, cells_of
 from evalbench.results.frame import cells_csv, params_id, partial_mark, records_to_frame
 from evalbench.results.record import Record
-from evalbench.results.statistics import cell_stats, is_accuracy, rank_cells
+from evalbench.results.statistics import cell_stats, format_value, is_accuracy, protocol_order, rank_cells
 from evalbench.specs.suite import Suite
 
 MARKDOWN, CSV, HTML, PLOTS_DIR = "leaderboard.md", "leaderboard.csv", "index.html", "plots"
@@ -70,13 +70,6 @@ def suite_records(records: Iterable[Record], suite: Suite) -> list[Record]:
 
 
 # --- formatting --------------------------------------------------------------------------------------------
-
-
-def fmt_value(metric: str, v: float) -> str:
-    """Accuracies in % with one decimal, other metrics (diagnostics) with 3 significant digits."""
-    if math.isnan(v):
-        return "–"
-    return f"{100 * v:.1f}" if is_accuracy(metric) else f"{v:.3g}"
 
 
 def _e(text: object) -> str:
@@ -128,12 +121,12 @@ def _interval_text(c: Cell) -> str:
 def provenance(c: Cell) -> str:
     """What a cell's number is and where it comes from (the page's hover title), one fact per line."""
     r0 = c.records[0]
-    value = fmt_value(c.metric, c.mean) + (" %" if is_accuracy(c.metric) else "")
+    value = format_value(c.metric, c.mean) + (" %" if is_accuracy(c.metric) else "")
     lines = [f"{c.protocol} {c.metric} on {c.task}@{r0.task['version']}: {value}"]
     if c.n >= 2:
-        lines.append(f"mean ± std over {c.n} seeds: ± {fmt_value(c.metric, c.std)}")
+        lines.append(f"mean ± std over {c.n} seeds: ± {format_value(c.metric, c.std)}")
     if not math.isnan(c.lo):
-        lines.append(f"{_interval_text(c)}: [{fmt_value(c.metric, c.lo)}, {fmt_value(c.metric, c.hi)}]")
+        lines.append(f"{_interval_text(c)}: [{format_value(c.metric, c.lo)}, {format_value(c.metric, c.hi)}]")
     seeds = [s for s in c.seeds if s is not None]
     lines.append(f"seeds: {', '.join(map(str, seeds))}" if seeds else "seed: none (deterministic protocol, one run)")
     if c.rank is not None:
@@ -171,16 +164,12 @@ class Row:
 
 
 def _protocol_order(cells: Sequence[Cell]) -> dict[tuple[str, str], tuple]:
-    """Protocols with accuracies first (frozen probes by name, then fine-tuning by label fraction: 1%,
-    10%, 100%), protocols without any (diagnostics) last."""
-    out: dict[tuple[str, str], tuple] = {}
+    """(protocol, params) -> its place (``statistics.protocol_order``, then name and params)."""
+    metrics: dict[tuple[str, str], list[str]] = {}
     for c in cells:
-        key = (c.protocol, c.params)
-        fraction = c.records[0].protocol["params"].get("label_fraction")
-        rank = (0, float(fraction) if isinstance(fraction, (int, float)) else 0.0, c.protocol, c.params)
-        accuracy = is_accuracy(c.metric)
-        out[key] = min(out.get(key, (1,) + rank[1:]), rank if accuracy else (1,) + rank[1:])
-    return out
+        metrics.setdefault((c.protocol, c.params), []).append(c.metric)
+    return {key: (*protocol_order(ms, next(c for c in cells if (c.protocol, c.params) == key).records[0].protocol["params"]),
+                  *key) for key, ms in metrics.items()}
 
 
 def _columns(cells: Sequence[Cell]) -> list[Column]:
@@ -250,11 +239,11 @@ def _cell_td(c: Optional[Cell]) -> str:
     classes = ["best"] * c.best + ["tied"] * c.tied_with_best
     extra = ""
     if c.n >= 2:
-        extra = f' <span class="sd">± {fmt_value(c.metric, c.std)}</span>'
+        extra = f' <span class="sd">± {format_value(c.metric, c.std)}</span>'
     elif not math.isnan(c.lo):
-        extra = f' <span class="ci">[{fmt_value(c.metric, c.lo)}, {fmt_value(c.metric, c.hi)}]</span>'
+        extra = f' <span class="ci">[{format_value(c.metric, c.lo)}, {format_value(c.metric, c.hi)}]</span>'
     cls = f' class="{" ".join(classes)}"' if classes else ""
-    return (f'<td{cls} data-v="{c.mean!r}" title="{_e(provenance(c))}"><span class="v">{fmt_value(c.metric, c.mean)}'
+    return (f'<td{cls} data-v="{c.mean!r}" title="{_e(provenance(c))}"><span class="v">{format_value(c.metric, c.mean)}'
             f'</span>{extra}</td>')
 
 
@@ -274,7 +263,7 @@ def _details_row(row: Row, span: int) -> str:
                                              "code", "created", "record"))
     body = []
     for r in row.records:
-        metrics = ", ".join(f"{m}={fmt_value(m, float(v))}" for m, v in r.metrics.items())
+        metrics = ", ".join(f"{m}={format_value(m, float(v))}" for m, v in r.metrics.items())
         cells = [f"{r.protocol['name']}@{r.protocol['version']}",
                  f'<span title="{_e(json.dumps(r.protocol["params"], sort_keys=True))}">#{_e(params_id(r.protocol["params"]))}</span>',
                  "–" if r.seed is None else str(r.seed), _e(metrics), _e(_chosen(r) or "–"),

@@ -36,7 +36,7 @@ from evalbench.core.registry import Registry
 from evalbench.features.artifact import load_features
 from evalbench.results.cells import Cell
 from evalbench.results.record import Record
-from evalbench.results.statistics import is_accuracy
+from evalbench.results.statistics import is_accuracy, label_fraction
 
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9, "xtick.labelsize": 9,
          "ytick.labelsize": 9, "figure.titlesize": 12, "axes.grid": True, "grid.alpha": 0.3,
@@ -117,8 +117,7 @@ def _errors(c: Cell) -> tuple[float, float]:
 
 
 def _fraction(r: Record) -> Optional[float]:
-    f = r.protocol["params"].get("label_fraction")
-    return float(f) if r.protocol.get("implementation") == "finetune" and isinstance(f, (int, float)) else None
+    return label_fraction(r.protocol["params"]) if r.protocol.get("implementation") == "finetune" else None
 
 
 @PLOTS.register("1-label-fraction")

@@ -51,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,26 @@ RANK_BASES = ("paired", "intervals", "none")  # strongest first
 def is_accuracy(metric: str) -> bool:
     """Top-1 metrics: fractions in [0, 1], higher is better, per-example predictions where stored."""
     return metric.startswith("top1")
+
+
+def format_value(metric: str, v: float) -> str:
+    """Accuracies in % with one decimal, other metrics (diagnostics) with 3 significant digits; NaN: –."""
+    if math.isnan(v):
+        return "–"
+    return f"{100 * v:.1f}" if is_accuracy(metric) else f"{v:.3g}"
+
+
+def label_fraction(params: dict) -> Optional[float]:
+    """A fine-tuning protocol's fraction of the train labels (its ``label_fraction`` param), else None."""
+    f = (params or {}).get("label_fraction")
+    return float(f) if isinstance(f, (int, float)) and not isinstance(f, bool) else None
+
+
+def protocol_order(metrics: Iterable[str], params: dict) -> tuple[int, float]:
+    """Where a protocol's columns go in every table and on the page: protocols with accuracies first
+    (frozen probes, then fine-tuning by label fraction: 1%, 10%, 100%), the others (diagnostics) last;
+    ties are broken by the caller (protocol name, params)."""
+    return (0 if any(is_accuracy(m) for m in metrics) else 1, label_fraction(params) or 0.0)
 
 
 # ---------------------------------------------------------------- paired tests

@@ -47,7 +47,7 @@ from tabulate import tabulate
 from evalbench.core.registry import Registry
 from evalbench.results.frame import records_to_frame
 from evalbench.results.record import Record
-from evalbench.results.statistics import cell_stats, is_accuracy, rank_cells
+from evalbench.results.statistics import cell_stats, format_value, protocol_order, rank_cells
 
 # tabulate's name for each format (ablation.py and transfer.py render through these)
 FORMATS: Registry[str] = Registry("table format", "evalbench table --help")
@@ -96,10 +96,6 @@ def setting_label(metric: str) -> str:
     return metric[len("top1_"):].replace("_", " ") if metric.startswith("top1_") else metric
 
 
-def _number(v: float, metric: str) -> str:
-    return f"{100 * v:.1f}" if is_accuracy(metric) else f"{v:.3g}"
-
-
 def knob_columns(df: pd.DataFrame) -> pd.DataFrame:
     """The method, and the pretraining knobs that differ between rows of the same method (DESIGN.md §5):
     one row per checkpoint label. Knobs that differ only because the methods differ are not repeated."""
@@ -124,28 +120,21 @@ def _missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and v != v)
 
 
-def _label_fraction(params_json: object) -> float:
-    """A fine-tuning protocol's label fraction (its params), 0 for every other protocol."""
-    try:
-        fraction = json.loads(str(params_json)).get("label_fraction")
-    except (ValueError, AttributeError):
-        return 0.0
-    return float(fraction) if isinstance(fraction, (int, float)) else 0.0
-
-
 def _column_keys(cells: pd.DataFrame, metric_order: dict[str, int],
-                 fractions: dict[tuple[str, str], float]) -> tuple[pd.Series, list[tuple[str, str, str]]]:
+                 params: dict[tuple[str, str], dict]) -> tuple[pd.Series, list[tuple[str, str, str]]]:
     """Each cell's protocol label (``name@version``, ``#params`` added where one protocol ran with several
     params sets on a task) and the sorted (task, protocol label, metric) columns: by task; protocols with
     accuracies first (frozen probes by name, then fine-tuning by label fraction: 1%, 10%, 100%, as the
     leaderboard page orders them), protocols without any (diagnostics) last; then the metrics in the order
-    the probes report them. ``fractions``: (protocol_id, params_id) -> label fraction (0: none)."""
+    the probes report them (``statistics.protocol_order``). ``params``: (protocol_id, params_id) -> params."""
     variants = cells.groupby(["task", "protocol_id"])["params_id"].transform("nunique")
     proto = cells["protocol_id"].where(variants == 1, cells["protocol_id"] + "#" + cells["params_id"])
-    rank: dict[tuple[str, str], tuple[int, float]] = {}
+    metrics: dict[tuple[str, str], list[str]] = {}
+    ids: dict[tuple[str, str], tuple[str, str]] = {}
     for t, p, pid, prm, m in zip(cells["task"], proto, cells["protocol_id"], cells["params_id"], cells["metric"]):
-        mine = (0 if is_accuracy(m) else 1, fractions.get((pid, prm), 0.0))
-        rank[(t, p)] = min(rank.get((t, p), mine), mine)
+        metrics.setdefault((t, p), []).append(m)
+        ids[(t, p)] = (pid, prm)
+    rank = {k: protocol_order(ms, params.get(ids[k], {})) for k, ms in metrics.items()}
     keys = sorted({(t, p, m) for t, p, m in zip(cells["task"], proto, cells["metric"])},
                   key=lambda k: (k[0], rank[(k[0], k[1])], k[1], metric_order[k[2]]))
     return proto, keys
@@ -181,9 +170,8 @@ def table_from_cells(df: pd.DataFrame, cells: pd.DataFrame, *, ci: bool = True) 
     if cells.empty:
         return None
     metric_order = {m: i for i, m in enumerate(c[len("metric."):] for c in df.columns if c.startswith("metric."))}
-    fractions = {(pid, prm): _label_fraction(js)
-                 for pid, prm, js in zip(df["protocol_id"], df["params_id"], df["params"])}
-    proto, keys = _column_keys(cells, metric_order, fractions)
+    params = {(pid, prm): json.loads(js) for pid, prm, js in zip(df["protocol_id"], df["params_id"], df["params"])}
+    proto, keys = _column_keys(cells, metric_order, params)
     out = _table_cells(cells, proto, {k: i for i, k in enumerate(keys)}, ci=ci)
     rows = sorted(set(cells["checkpoint_label"]))
     knobs = knob_columns(df[df["checkpoint_label"].isin(rows)]).reindex(rows)
@@ -219,13 +207,13 @@ STYLES.register("csv")(Style(lambda v: v, lambda v: v, lambda e: e, "±"))
 def cell_text(cell: Optional[Cell], style: Style) -> str:
     if cell is None:
         return style.absent
-    value = _number(cell.mean, cell.metric)
+    value = format_value(cell.metric, cell.mean)
     value = style.best(value) if cell.best else style.tied(value) if cell.tied else value
     extra = []
     if cell.n >= 2:
-        extra.append(f"{style.pm} {_number(cell.std, cell.metric)}")
+        extra.append(f"{style.pm} {format_value(cell.metric, cell.std)}")
     if not (pd.isna(cell.lo) or pd.isna(cell.hi)):
-        extra.append(f"[{_number(cell.lo, cell.metric)}, {_number(cell.hi, cell.metric)}]")
+        extra.append(f"[{format_value(cell.metric, cell.lo)}, {format_value(cell.metric, cell.hi)}]")
     return value + (" " + style.extra(" ".join(extra)) if extra else "")
 
 
