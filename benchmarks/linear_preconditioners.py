@@ -34,6 +34,9 @@ import evalbench.protocols.linear as L
 from evalbench.features.artifact import Features
 from evalbench.specs.protocol import resolve_protocol
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale import counting_cg  # noqa: E402  (the CG-step counter the scale study uses)
+
 TOP = 128
 class KronPreconditioner:
     def __init__(self, prob, P, gen, iters=2):
@@ -143,28 +146,21 @@ def main() -> int:
     z = np.load(args.cache / f"fashion-mnist--{args.encoder}.npz")
     splits = ("train", "val", "test")
     f = Features({s: z[f"x_{s}"] for s in splits}, {s: z[f"y_{s}"] for s in splits}, int(z["num_classes"]))
-    stats = {"cg": 0, "newton": 0, "builds": 0}
-    orig_cg = L.conjugate_gradient
-
-    def cg(*a: Any, **k: Any) -> tuple[torch.Tensor, int]:
-        d, s = orig_cg(*a, **k)
-        stats["cg"] += s
-        stats["newton"] += 1
-        return d, s
-
-    L.conjugate_gradient = cg
+    builds = {"builds": 0}
     base = {"default": L.Preconditioner, "kron": KronPreconditioner, "split": SplitPreconditioner}[args.preconditioner]
     if args.preconditioner != "default":
         L.FULL_HESSIAN_MAX = 0
 
     class Counting(base):  # type: ignore[misc, valid-type]
         def __init__(self, *a: Any, **k: Any) -> None:
-            stats["builds"] += 1
+            builds["builds"] += 1
             super().__init__(*a, **k)
 
     L.Preconditioner = Counting
     t0 = time.perf_counter()
-    r = L.linear_probe(f, params=dict(resolve_protocol("linear").params), seed=0, device=torch.device("cpu"))
+    with counting_cg() as counts:
+        r = L.linear_probe(f, params=dict(resolve_protocol("linear").params), seed=0, device=torch.device("cpu"))
+    stats = {**counts, **builds}
     print(f"{args.encoder} {args.preconditioner}: {time.perf_counter() - t0:.1f} s (load {os.getloadavg()[0]:.1f}), {stats}, "
           f"top-1 {r.metrics['top1']:.4f}, l2 {r.details['l2']:g}, refit max|grad| {r.details['refit_grad_max']:.2e}")
     return 0

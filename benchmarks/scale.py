@@ -27,8 +27,9 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -89,8 +90,10 @@ def knn_point(n: int, d: int, queries: int = 1000) -> dict:
             "bank_mib": n * d * 4 / 2**20, "gflop": 2 * queries * n * d / 1e9}
 
 
-def linear_point(x: torch.Tensor, y: torch.Tensor, c: int) -> dict:
-    """One fit l2 = 1e-4 from zero; its time, Newton and CG steps, the path of the preconditioner."""
+@contextmanager
+def counting_cg() -> Iterator[dict[str, int]]:
+    """Counts of protocols/linear.py's Newton steps ("newton") and CG steps ("cg") made inside the block
+    (its conjugate_gradient wrapped, restored on exit)."""
     counts = {"cg": 0, "newton": 0}
     orig = linear.conjugate_gradient
 
@@ -102,10 +105,16 @@ def linear_point(x: torch.Tensor, y: torch.Tensor, c: int) -> dict:
 
     linear.conjugate_gradient = counting
     try:
-        (xs,) = linear.standardise(x)
-        (_, gmax, _), secs, mib = measured(lambda: linear.solve(linear.LogReg(xs, y, c), l2=1e-4, max_iter=100, tol=1e-6, init=None))
+        yield counts
     finally:
         linear.conjugate_gradient = orig
+
+
+def linear_point(x: torch.Tensor, y: torch.Tensor, c: int) -> dict:
+    """One fit l2 = 1e-4 from zero; its time, Newton and CG steps, the path of the preconditioner."""
+    with counting_cg() as counts:
+        (xs,) = linear.standardise(x)
+        (_, gmax, _), secs, mib = measured(lambda: linear.solve(linear.LogReg(xs, y, c), l2=1e-4, max_iter=100, tol=1e-6, init=None))
     n, d = x.shape
     return {"n": n, "d": d, "classes": c, "fit_s": secs, "peak_mib": mib, "grad_max": gmax, **counts,
             "preconditioner": "full Hessian" if c * (d + 1) <= linear.FULL_HESSIAN_MAX else "per-class blocks", "data_mib": 2 * n * (d + 1) * 4 / 2**20}
