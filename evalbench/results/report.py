@@ -120,28 +120,36 @@ def _fraction(r: Record) -> Optional[float]:
     return label_fraction(r.protocol["params"]) if r.protocol.get("implementation") == "finetune" else None
 
 
+def label_fraction_points(cells: list[Cell]) -> dict[str, dict[str, list[tuple[float, Cell]]]]:
+    """The label-fraction plot's points: task -> checkpoint -> [(label fraction, its top-1 cell)], by fraction."""
+    out: dict[str, dict[str, list[tuple[float, Cell]]]] = {}
+    for c in cells:
+        f = _fraction(c.records[0])
+        if c.metric == "top1" and f is not None:
+            out.setdefault(c.task, {}).setdefault(c.checkpoint, []).append((f, c))
+    return {t: {name: sorted(pts, key=lambda p: p[0]) for name, pts in sorted(by.items())} for t, by in sorted(out.items())}
+
+
 @PLOTS.register("1-label-fraction")
 def label_fraction_plot(cells: list[Cell], ctx: PlotContext) -> list[Plot]:
-    tuned = [c for c in cells if c.metric == "top1" and _fraction(c.records[0]) is not None]
-    if not tuned:
+    points = label_fraction_points(cells)
+    if not points:
         return []
-    tasks = sorted({c.task for c in tuned})
+    tuned = [c for by in points.values() for pts in by.values() for _, c in pts]
+    tasks = list(points)
     names = sorted({c.checkpoint for c in tuned})
     colors = _colors(names)
     fig = _figure(5.6 * len(tasks) + 2.6, 4.0)
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     for ax, task in zip(axes, tasks):
-        for name in names:
-            pts = sorted((_fraction(c.records[0]), c) for c in tuned if c.task == task and c.checkpoint == name)
-            if not pts:
-                continue
+        for name, pts in points[task].items():
             kind = pts[0][1].kind
             style = dict(BASELINE_STYLE.get(kind, {"linestyle": "-", "marker": "o", "color": colors[name]}))
             errs = np.array([_errors(c) for _, c in pts]).T
             label = name + (f" ({kind})" if kind else "")
             ax.errorbar([100 * f for f, _ in pts], [_pct(c.mean) for _, c in pts], yerr=errs, label=label,
                         capsize=3, linewidth=1.6, markersize=5, **style)
-        fractions = sorted({_fraction(c.records[0]) for c in tuned if c.task == task})
+        fractions = sorted({f for pts in points[task].values() for f, _ in pts})
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator([100 * f for f in fractions]))
         ax.xaxis.set_minor_locator(NullLocator())

@@ -12,7 +12,7 @@ from evalbench.core.errors import EvalbenchError
 from evalbench.features.artifact import Features, save_features
 from evalbench.results.cells import leaderboard_cells
 from evalbench.results.record import Record
-from evalbench.results.report import ablation_points, make_plots, tsne_embedding, varying_knobs
+from evalbench.results.report import ablation_points, label_fraction_points, make_plots, tsne_embedding, varying_knobs
 from tests.results.test_leaderboard import fixture_records, record
 
 
@@ -47,6 +47,18 @@ def test_report__label_fraction_plot_only_where_fine_tuning_records_are():
     label = plots[0]
     assert label.png.startswith(b"\x89PNG") and label.svg.lstrip().startswith(b"<?xml")
     assert "1%, 10% and 100%" in label.caption and "std over draws" in label.caption
+
+
+def test_report__label_fraction_points_are_the_fine_tuning_means_over_draws():
+    """The plotted points: per task and checkpoint, (label fraction, mean top-1 over the draws) by fraction
+    (fixture: top-1 = v (0.5 + 0.2 i) + 0.01 seed for the i-th fraction, seeds 0 and 1)."""
+    points = label_fraction_points(leaderboard_cells(fixture_records()))
+    assert list(points) == ["digits"] and list(points["digits"]) == ["a", "b", "base", "sup"]
+    for name, v in {"base": 0.80, "sup": 0.97, "a": 0.93, "b": 0.90}.items():
+        pts = points["digits"][name]
+        assert [f for f, _ in pts] == [0.01, 0.1, 1.0]
+        assert [c.mean for _, c in pts] == pytest.approx([v * (0.5 + 0.2 * i) + 0.005 for i in range(3)])
+        assert all(c.n == 2 and c.std == pytest.approx(0.01 / 2 ** 0.5) for _, c in pts)
 
 
 def test_report__the_same_records_give_the_same_bytes():
