@@ -195,6 +195,23 @@ def load_results(path: str | Path, *, storage: Optional[str | Path] = None,
     return df
 
 
+def varying_knobs(knobs: Iterable[dict]) -> list[str]:
+    """The knob columns of a table (DESIGN.md §5): ``method`` and, sorted, the pretraining knobs whose
+    values differ between checkpoints of the same method (knobs that differ only because the methods
+    differ are not repeated); [] where no checkpoint has pretraining metadata. ``knobs``: one dict per
+    checkpoint, ``{"method": ..., knob: value}``, or ``{}``."""
+    knobs = list(knobs)
+    if not any(knobs):
+        return []
+    by_method: dict[str, list[dict]] = {}
+    for kn in knobs:
+        if kn:
+            by_method.setdefault(str(kn.get("method")), []).append(kn)
+    keys = sorted({k for kn in knobs for k in kn if k != "method"})
+    same = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731  (lists and dicts compare by value)
+    return ["method"] + [k for k in keys if any(len({same(kn.get(k)) for kn in group}) > 1 for group in by_method.values())]
+
+
 def stored_records(path: Path) -> tuple[list[Record], dict[str, str]]:
     """The valid records of a results directory and its invalid record files (path -> why); a directory
     without ``records/`` is an error that says which directory to pass."""

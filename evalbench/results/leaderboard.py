@@ -34,7 +34,7 @@ import pandas as pd
 
 from evalbench.core.atomic import write_bytes
 from evalbench.results.cells import ROW_KINDS, Cell, cells_of
-from evalbench.results.frame import cells_csv, params_id, partial_mark, records_to_frame
+from evalbench.results.frame import cells_csv, params_id, partial_mark, records_to_frame, varying_knobs
 from evalbench.results.record import Record
 from evalbench.results.statistics import cell_stats, format_value, is_accuracy, protocol_order, rank_cells
 from evalbench.specs.suite import Suite
@@ -199,17 +199,9 @@ def _knobs(r: Record) -> dict:
 
 
 def knob_columns(rows: Sequence[Row]) -> list[str]:
-    """``method`` and the pretraining knobs that differ between rows of the same method (as ``tables.py``)."""
-    knobs = [_knobs(row.records[0]) for row in rows]
-    if not any(knobs):
-        return []
-    by_method: dict[str, list[dict]] = {}
-    for kn in knobs:
-        if kn:
-            by_method.setdefault(str(kn.get("method")), []).append(kn)
-    keys = sorted({k for kn in knobs for k in kn if k != "method"})
-    return ["method"] + [k for k in keys if any(len({json.dumps(kn.get(k), sort_keys=True) for kn in group}) > 1
-                                                for group in by_method.values())]
+    """``method`` and the pretraining knobs that differ between rows of the same method (``frame.varying_knobs``,
+    as the tables)."""
+    return varying_knobs(_knobs(row.records[0]) for row in rows)
 
 
 def _knob_text(v: object) -> str:

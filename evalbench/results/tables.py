@@ -45,7 +45,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from evalbench.core.registry import Registry
-from evalbench.results.frame import records_to_frame
+from evalbench.results.frame import records_to_frame, varying_knobs
 from evalbench.results.record import Record
 from evalbench.results.statistics import cell_stats, format_value, protocol_order, rank_cells
 
@@ -103,15 +103,7 @@ def knob_columns(df: pd.DataFrame) -> pd.DataFrame:
     knob_cols = [c for c in df.columns if c.startswith("knob.")]
     per_row = {label: ({"method": r["method"], **{c[5:]: r[c] for c in knob_cols if not _missing(r[c])}}
                        if not _missing(r["method"]) else {}) for label, r in first.iterrows()}
-    if not any(per_row.values()):
-        return pd.DataFrame(index=list(per_row))
-    by_method: dict[str, list[dict]] = {}
-    for kn in per_row.values():
-        if kn:
-            by_method.setdefault(str(kn["method"]), []).append(kn)
-    keys = list(dict.fromkeys(k for kn in per_row.values() for k in kn if k != "method"))
-    varying = ["method"] + [k for k in keys if any(len({repr(kn.get(k)) for kn in group}) > 1
-                                                   for group in by_method.values())]
+    varying = varying_knobs(per_row.values())
     return pd.DataFrame({k: [(DASH if not kn else str(kn.get(k, DASH))) for kn in per_row.values()] for k in varying},
                         index=list(per_row))
 

@@ -3,7 +3,6 @@ for the same records (no dates, no software tags, fixed SVG ids, seeded t-SNE), 
 means over pretraining seeds, and t-SNE reads the features artifact (errors say how to fix)."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
