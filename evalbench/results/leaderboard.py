@@ -37,11 +37,11 @@ from evalbench.results.cells import ROW_KINDS, Cell, cells_of
 from evalbench.results.frame import cells_csv, params_id, partial_mark, records_to_frame, varying_knobs
 from evalbench.results.record import Record
 from evalbench.results.statistics import cell_stats, format_value, is_accuracy, protocol_order, rank_cells
+from evalbench.results.tables import COLLAPSED, render, table_from_cells  # COLLAPSED: a row flag, not a column
 from evalbench.specs.suite import Suite
 
 MARKDOWN, CSV, HTML, PLOTS_DIR = "leaderboard.md", "leaderboard.csv", "index.html", "plots"
 TITLE = "evalbench leaderboard"
-COLLAPSED = "collapsed"  # the diagnostics flag: shown on the row, not as a column
 CHOSEN = {"l2": "L2", "lr": "lr"}  # details keys of hyperparameters chosen on val -> how the page names them
 KIND_ORDER = {name: i for i, name in enumerate(ROW_KINDS.names())}  # baselines first, then the rest by name
 INTERVAL_TEXT = {
@@ -354,8 +354,6 @@ def render_markdown(records: Sequence[Record], cells: Sequence[Cell], plots: Seq
                     frame: pd.DataFrame, ranked: pd.DataFrame) -> str:
     """``frame``, ``ranked``: the records' ``load_results`` frame and its ranked cells (``build``), whose
     per-task slices make each section's table (``tables.table_from_cells``, the ``evalbench table`` renderer)."""
-    from evalbench.results.tables import render, table_from_cells
-
     out = [f"# {title}", "", summary_line(records, cells), "",
            "Cells: top-1 accuracy in % (diagnostics as numbers); a single run's 95% interval in brackets, "
            "mean ± std over seeds (label draws). The page (`index.html`) has the provenance of every number.", ""]
