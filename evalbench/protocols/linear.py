@@ -18,7 +18,9 @@ TRON). Each Newton step solves H d = -g by conjugate gradients on exact Hessian-
 (two GEMMs over the data). CG is preconditioned by the exact Hessian of an importance-sampled
 subset of the rows (Cholesky-factored; the idea of subsampled-Newton methods, Roosta-Khorasani &
 Mahoney 2016), which captures the coupling between classes and correlated features that makes
-weak-L2 fits ill-conditioned (hundreds of L-BFGS iterations). The grid is warm-started
+weak-L2 fits ill-conditioned (hundreds of L-BFGS iterations). Above FULL_HESSIAN_MAX parameters it
+keeps one block per class, each from its own sample of the rows that carry that class's curvature,
+and the sample doubles whenever CG still needs many steps (weak L2 needs the most rows). The grid is warm-started
 strongest -> weakest and the refit from the chosen fit. Arithmetic is float32 (where the
 features are); the reported refit gradient is checked in float64 and polished there if needed.
 """
@@ -27,6 +29,8 @@ from __future__ import annotations
 from typing import Annotated, Callable, Optional
 
 import torch
+from scipy.linalg import blas
+from threadpoolctl import threadpool_limits
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
@@ -52,15 +56,30 @@ class LinearParams(ProbeParams):
             raise ValueError(f"{dup:g} is listed twice; list each L2 strength once")
         return grid
 
-SAMPLE_ROWS = 8192  # rows of the preconditioner's Hessian (all rows below this)
+SAMPLE_ROWS = 8192  # rows of the preconditioner's Hessian (all rows below this); per-class blocks: the first size, doubled at each rebuild
 FULL_HESSIAN_MAX = 3072  # C * (D + 1) above this: one Hessian block per class (the full one costs too much)
 NEAR_RATIO = 3.0  # a grid value within this factor of the previous one starts from its preconditioner
+MAX_DAMPING = 1e4  # Levenberg-Marquardt damping beyond which a failed line search is final (the loss's curvature is <= 1 per unit ||x||^2)
 REBUILD_AFTER_CG = 30  # rebuild the preconditioner when a Newton step needed more CG steps than this
 
 
+Moments = tuple[torch.Tensor, torch.Tensor]  # per-feature mean, std
+
+
+def moments(train: torch.Tensor) -> Moments:
+    return train.mean(0), train.std(0).clamp_min(1e-6)
+
+
 def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    mean, std = train.mean(0), train.std(0).clamp_min(1e-6)
+    mean, std = moments(train)
     return [(t - mean) / std for t in (train, *others)]
+
+
+def restandardise(params: Params, old: Moments, new: Moments) -> Params:
+    """The same linear map on features standardised with ``new`` instead of ``old`` moments: equal logits
+    for every input (the refit starts from the chosen fit's function, not from its numbers on other axes)."""
+    (w, b), (mu0, sd0), (mu1, sd1) = params, old, new
+    return w * (sd1 / sd0)[:, None], b + ((mu1 - mu0) / sd0) @ w
 
 
 def objective(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, l2: float) -> torch.Tensor:
@@ -125,6 +144,46 @@ def sampled_rows(prob: LogReg, P: torch.Tensor, gen: torch.Generator) -> tuple[t
     return rows, 1.0 / (SAMPLE_ROWS * prob.n * q[rows])
 
 
+def poisson_rows(q: torch.Tensor, m: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """About m rows, each drawn independently with probability pi = min(1, c q) (sum of pi = m), and their
+    weights 1 / pi (unbiased sums). Rows with the largest q are taken for certain, unlike drawing m
+    with replacement. q (N,) float64, summing to 1."""
+    n = len(q)
+    if n <= m:
+        return torch.arange(n, device=q.device), torch.ones(n, dtype=q.dtype, device=q.device)
+    qs = q.sort(descending=True).values
+    tail = qs.flip(0).cumsum(0).flip(0)[:m]  # tail[j]: the mass outside the j largest
+    c = (m - torch.arange(m, dtype=q.dtype, device=q.device)) / tail.clamp_min(1e-300)  # c if the j largest are capped at 1
+    fits = (c * qs[:m] <= 1).nonzero()
+    c_ok = float(c[int(fits[0])]) if len(fits) else float(c[-1])
+    pi = (c_ok * q).clamp(max=1.0)
+    rows = (torch.rand(n, generator=gen, dtype=q.dtype).to(q.device) < pi).nonzero().flatten()
+    return rows, 1.0 / pi[rows]
+
+
+def gram(Z: torch.Tensor) -> torch.Tensor:
+    """Z^T Z in float64. On CPU through BLAS syrk (one triangle: half a GEMM's work) with torch's thread count."""
+    if Z.device.type != "cpu" or Z.dtype != torch.float32:
+        return (Z.T @ Z).double()
+    with threadpool_limits(torch.get_num_threads(), user_api="blas"):
+        lower = torch.from_numpy(blas.ssyrk(1.0, Z.numpy().T, trans=0, lower=1)).double()
+    return lower.tril() + lower.tril(-1).T
+
+
+def class_blocks(prob: "LogReg", P: torch.Tensor, m: int, gen: torch.Generator) -> torch.Tensor:
+    """Per class a, sum_r p_ra (1 - p_ra) x_r x_r^T / N: (C, D1, D1), float64. Each from about m rows drawn
+    with probability ~ p_ra (1 - p_ra) ||x_r||^2 (the rows that carry class a's curvature), reweighted to stay unbiased."""
+    xn = (prob.X * prob.X).sum(1).double()
+    blocks = []
+    for a in range(prob.c):
+        s = (P[a] * (1 - P[a])).double()
+        q = s * xn + 1e-300
+        rows, inv = poisson_rows(q / q.sum(), m, gen)
+        w = (s[rows] * inv / prob.n).to(prob.X.dtype).sqrt_()
+        blocks.append(gram(prob.X.index_select(0, rows).mul_(w[:, None])))
+    return torch.stack(blocks)
+
+
 def hessian_rows(Z: torch.Tensor, Pr: torch.Tensor, w: torch.Tensor, *, upto: Optional[int] = None) -> list[torch.Tensor]:
     """sum_r w_r (delta_ab p_a - p_a p_b) z_r z_r^T for a <= b < a + upto (all b >= a: None), per
     class a: (D1, blocks, D1). Z (m, D1), Pr (m, C), w (m,)."""
@@ -156,19 +215,22 @@ class Preconditioner:
     The data part is built once from P (importance-sampled rows); ``factor(l2)`` adds the penalty
     and factors, so a fit that starts where the previous grid value ended (same P) reuses the
     data part and pays only the Cholesky. While C (D + 1) <= FULL_HESSIAN_MAX it is the full
-    Hessian (every class-class and feature-feature coupling); above, one (D + 1)^2 block per class
-    (the class coupling dropped: on 512-d features this needed fewer CG steps than keeping the class
-    coupling per principal direction instead). The Hessian's null directions (a shift shared by all
+    Hessian (every class-class and feature-feature coupling) from one importance-sampled set of
+    rows; above, one (D + 1)^2 block per class (the class coupling dropped: on 512-d features this
+    needed fewer CG steps than keeping it per principal direction, and a full Hessian from the same
+    rows did not need fewer), each from ``rows`` rows of its own (``class_blocks``): the rows that
+    carry class a's curvature p_a (1 - p_a) differ from class to class, and with a shared sample the
+    weak-L2 fits needed 5-10x more CG steps. The Hessian's null directions (a shift shared by all
     classes) get an identity block, so M is definite.
     """
 
-    def __init__(self, prob: LogReg, P: torch.Tensor, gen: torch.Generator):
+    def __init__(self, prob: LogReg, P: torch.Tensor, gen: torch.Generator, rows: int = SAMPLE_ROWS):
         c, d1 = prob.c, prob.d1
-        rows, w = sampled_rows(prob, P, gen)
-        Z, Pr, w = prob.X[rows], P[:, rows].T, w.to(P.dtype)
-        self.full, self.l2, self.shape = c * d1 <= FULL_HESSIAN_MAX, None, (c, d1)
-        blocks = hessian_rows(Z, Pr, w, upto=None if self.full else 1)
+        self.full, self.l2, self.shape, self.rows = c * d1 <= FULL_HESSIAN_MAX, None, (c, d1), min(rows, prob.n)
+        self.stale = False  # set when the solver wants a new one built (its rows stay the next one's start)
         if self.full:
+            idx, w = sampled_rows(prob, P, gen)
+            blocks = hessian_rows(prob.X[idx], P[:, idx].T, w.to(P.dtype))
             H = torch.zeros(c, d1, c, d1, dtype=torch.float64, device=P.device)
             for a, B in enumerate(blocks):
                 B = B.double()
@@ -177,7 +239,7 @@ class Preconditioner:
             H.diagonal(dim1=1, dim2=3).add_(1.0 / c)  # + (1 1^T / C) kron I: the null directions
             self.data = H.reshape(c * d1, c * d1)
         else:
-            self.data = torch.stack([B[:, 0, :].double() for B in blocks])  # (C, D1, D1)
+            self.data = class_blocks(prob, P, self.rows, gen)  # (C, D1, D1)
             self.data[:, -1, -1] += 1e-12  # the bias block alone is singular (its null direction)
 
     def close_to(self, l2: float) -> bool:
@@ -225,28 +287,42 @@ def conjugate_gradient(prob: LogReg, P: torch.Tensor, g: torch.Tensor, l2: float
 
 
 def newton(prob: LogReg, theta: torch.Tensor, l2: float, *, tol: float, max_iter: int, gen: torch.Generator,
-           precond: Optional[Preconditioner] = None) -> tuple[torch.Tensor, float, int, Optional[Preconditioner]]:
-    """Newton-CG with a backtracking (Armijo) line search, until max|grad| <= tol or max_iter steps.
+           precond: Optional[Preconditioner] = None, rows: int = SAMPLE_ROWS
+           ) -> tuple[torch.Tensor, float, int, Optional[Preconditioner]]:
+    """Newton-CG with a backtracking (Armijo) line search and Levenberg-Marquardt damping, until
+    max|grad| <= tol or max_iter steps.
 
     Returns (theta, max|grad|, Newton steps, the last preconditioner: the next grid value starts
-    from it if its l2 is near, else from a fresh one built at its own starting point). A step is
-    also accepted when it lowers max|grad| without raising the objective beyond rounding: near the
-    optimum, float32 cannot resolve the objective's decrease but still the gradient's. The
-    preconditioner is rebuilt after a Newton step that needed more than REBUILD_AFTER_CG CG steps
-    (about what a build costs); the loop stops early only when even a fresh one gives no progress
-    (the precision's floor).
+    from it if its l2 is near, else from a fresh one built at its own starting point with as many
+    rows; without one, the first is built from ``rows`` rows). A step is also accepted when it
+    lowers max|grad| without raising the objective beyond rounding: near the optimum, float32
+    cannot resolve the objective's decrease but still the gradient's. The preconditioner is rebuilt
+    after a Newton step that needed more than REBUILD_AFTER_CG CG steps (about what a build costs),
+    per-class blocks from twice the rows.
+
+    Damping: where the gradient points along directions of almost no curvature (weak L2, and rows
+    predicted confidently wrong, as a refit's new rows can be), the Newton step is orders of
+    magnitude too long and the line search ends at tiny steps. Then the next directions solve
+    (H + mu I) d = -g with mu ~ l2 / step (the curvature that would have made that step a full one),
+    raised 10x after a step shortened below 1/4, lowered 10x after a full one (to 0 below 10 l2); a
+    line search that fails raises it 100x.
+    The objective and its optimum do not change, only the path. The loop stops early only when
+    even a fresh preconditioner and mu above MAX_DAMPING give no progress (the precision's floor).
     """
     theta = sum_zero(theta)
     f, G, P = prob.loss_grad(theta, l2)
-    gmax, fresh, it = float(G.abs().max()), False, 0
-    if precond is not None and not precond.close_to(l2):  # e.g. a 10x step along the grid: build afresh here
-        precond = None
+    gmax, fresh, it, mu = float(G.abs().max()), False, 0, 0.0
+    rows = precond.rows if precond is not None else rows
+    if precond is not None and (precond.stale or not precond.close_to(l2)):  # e.g. a 10x step along the grid: build afresh here
+        precond.stale = True
     rounding = 10 * torch.finfo(theta.dtype).eps  # relative noise of the objective's per-row terms
+    built = False
     while gmax > tol and it < max_iter:
         it += 1
-        if precond is None:
-            precond, fresh = Preconditioner(prob, P, gen), True
-        d, cg_steps = conjugate_gradient(prob, P, G, l2, precond.factor(l2), floor=0.1 * tol)
+        if precond is None or precond.stale:
+            rows = min(2 * rows, prob.n) if built else rows  # a rebuild within this fit: a larger sample
+            precond, fresh, built = Preconditioner(prob, P, gen, rows=rows), True, True
+        d, cg_steps = conjugate_gradient(prob, P, G, l2 + mu, precond.factor(l2 + mu), floor=0.1 * tol)
         slope, step = float((G * d).sum()), 1.0
         while True:
             f2, G2, P2 = prob.loss_grad(theta + step * d, l2)
@@ -255,15 +331,19 @@ def newton(prob: LogReg, theta: torch.Tensor, l2: float, *, tol: float, max_iter
             if ok or step < 1e-4:
                 break
             step *= 0.5
-        if not ok:  # no progress along this direction
+        if not ok:  # no progress along this direction: damp harder, then (damped enough) a fresh preconditioner
+            if mu < MAX_DAMPING:
+                mu = max(100 * mu, l2 / step)
+                continue
             if fresh:
                 break
-            precond = None
+            precond.stale, mu = True, 0.0
             continue
         theta, f, G, P, gmax = theta + step * d, f2, G2, P2, g2
         fresh = False
+        mu = max(10 * mu, l2 / step) if step < 0.25 else (0.0 if mu < 10 * l2 else mu / 10) if step == 1.0 else mu
         if cg_steps > REBUILD_AFTER_CG:
-            precond = None
+            precond.stale = True
     return theta, gmax, it, precond
 
 
@@ -276,23 +356,25 @@ def from_theta(theta: torch.Tensor) -> Params:
 
 
 def solve(prob: LogReg, *, l2: float, max_iter: int, tol: float, init: Optional[Params],
-          precond: Optional[Preconditioner] = None) -> tuple[Params, float, Optional[Preconditioner]]:
+          precond: Optional[Preconditioner] = None, rows: int = SAMPLE_ROWS) -> tuple[Params, float, Optional[Preconditioner]]:
     """Minimise ``objective`` on prob to max|grad| <= tol (at most max_iter Newton steps).
 
-    Returns (W, b), max|grad| and the last preconditioner (pass it to the next warm-started fit).
+    Returns (W, b), max|grad| and the last preconditioner (pass it to the next warm-started fit, or its
+    ``rows`` to a fit of a related problem).
     """
     theta = to_theta(init).to(prob.X.dtype) if init else prob.X.new_zeros(prob.c, prob.d1)
     gen = torch.Generator().manual_seed(0)  # the preconditioner's rows: the fit stays deterministic
-    theta, gmax, it, precond = newton(prob, theta, l2, tol=tol, max_iter=max_iter, gen=gen, precond=precond)
+    theta, gmax, it, precond = newton(prob, theta, l2, tol=tol, max_iter=max_iter, gen=gen, precond=precond, rows=rows)
     if gmax > tol and it < max_iter and prob.X.dtype != torch.float64:  # float32's floor: finish in float64
         theta, gmax, _, _ = newton(prob.double(), theta.double(), l2, tol=tol, max_iter=max_iter - it, gen=gen)
     return from_theta(theta.to(prob.X.dtype)), gmax, precond
 
 
 def fit_logreg(x: torch.Tensor, y: torch.Tensor, *, l2: float, num_classes: int, max_iter: int,
-               init: Optional[Params] = None, tol: float = 1e-6) -> Params:
-    """Minimise ``objective`` on (x, y) to max|grad| <= tol, from init (warm start) or zero."""
-    return solve(LogReg(x, y, num_classes), l2=l2, max_iter=max_iter, tol=tol, init=init)[0]
+               init: Optional[Params] = None, tol: float = 1e-6, rows: int = SAMPLE_ROWS) -> Params:
+    """Minimise ``objective`` on (x, y) to max|grad| <= tol, from init (warm start) or zero; ``rows``: the
+    preconditioner's first sample size (what a fit of a related problem ended with)."""
+    return solve(LogReg(x, y, num_classes), l2=l2, max_iter=max_iter, tol=tol, init=init, rows=rows)[0]
 
 
 def grad_norm(params: Params, x: torch.Tensor, y: torch.Tensor, *, l2: float) -> float:
@@ -312,20 +394,21 @@ def accuracy(params: Params, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def select_l2(x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, *,
               grid: list[float], num_classes: int, max_iter: int, tol: float = 1e-6
-              ) -> tuple[float, dict[float, float], Params, float]:
-    """Val top-1 for each l2, strongest first with warm starts; best l2 (ties: stronger), its fit, and
-    the largest max|grad| over the grid's fits."""
+              ) -> tuple[float, dict[float, float], Params, float, int]:
+    """Val top-1 for each l2, strongest first with warm starts; best l2 (ties: stronger), its fit, the
+    largest max|grad| over the grid's fits and the preconditioner's sample size at the chosen fit."""
     prob = LogReg(x_tr, y_tr, num_classes)
     curve: dict[float, float] = {}
-    fits: dict[float, Params] = {}
+    fits: dict[float, tuple[Params, int]] = {}
     params: Optional[Params] = None
     worst, precond = 0.0, None
     for l2 in sorted(grid, reverse=True):
         params, gmax, precond = solve(prob, l2=l2, max_iter=max_iter, tol=tol, init=params, precond=precond)
-        fits[l2], curve[l2], worst = params, accuracy(params, x_val, y_val), max(worst, gmax)
+        rows = precond.rows if precond is not None else SAMPLE_ROWS  # None: converged at its start, nothing built
+        fits[l2], curve[l2], worst = (params, rows), accuracy(params, x_val, y_val), max(worst, gmax)
     best = max(curve.values())
     chosen = max(l2 for l2, acc in curve.items() if acc == best)
-    return chosen, curve, fits[chosen], worst
+    return chosen, curve, *fits[chosen], worst
 
 
 @PROBES.register("linear")
@@ -333,12 +416,14 @@ def linear_probe(features: Features, *, params: dict, seed: int, device: torch.d
     (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = (features.tensors(s, device=device) for s in ("train", "val", "test"))
     grid = [float(v) for v in params["l2_grid"]]
     max_iter, tol, c = int(params["max_iter"]), float(params.get("tol", 1e-6)), features.num_classes
-    xs_tr, xs_val = standardise(x_tr, x_val)  # selection statistics: train only
-    l2, curve, chosen_fit, grid_grad = select_l2(xs_tr, y_tr, xs_val, y_val, grid=grid, num_classes=c,
-                                                 max_iter=max_iter, tol=tol)
-    x_all, x_test = standardise(torch.cat([x_tr, x_val]), x_test)  # refit statistics: train + val
+    sel, ref = moments(x_tr), moments(torch.cat([x_tr, x_val]))  # selection statistics: train only; refit: train + val
+    xs_tr, xs_val = ((x - sel[0]) / sel[1] for x in (x_tr, x_val))
+    l2, curve, chosen_fit, rows, grid_grad = select_l2(xs_tr, y_tr, xs_val, y_val, grid=grid, num_classes=c,
+                                                       max_iter=max_iter, tol=tol)
+    x_all, x_test = ((x - ref[0]) / ref[1] for x in (torch.cat([x_tr, x_val]), x_test))
     y_all = torch.cat([y_tr, y_val])
-    final = fit_logreg(x_all, y_all, l2=l2, num_classes=c, max_iter=max_iter, init=chosen_fit, tol=tol)  # warm start
+    final = fit_logreg(x_all, y_all, l2=l2, num_classes=c, max_iter=max_iter, tol=tol, rows=rows,
+                       init=restandardise(chosen_fit, sel, ref))  # warm start: the chosen fit's function
     refit_grad = grad_norm(tuple(p.double() for p in final), x_all.double(), y_all, l2=l2)  # checked in float64
     details = {"l2": l2, "val_top1": curve[l2], "l2_at_grid_edge": l2 in (min(grid), max(grid)),
                "refit_grad_max": refit_grad, "grid_grad_max": grid_grad,

@@ -59,14 +59,15 @@ def test_newton_cg__reaches_the_exact_optimum(data, reference, l2, dtype):
     check(params, reference[l2], x, y, l2, dtype=dtype)
 
 
-@pytest.mark.parametrize("path", ["sampled", "class_blocks"])
+@pytest.mark.parametrize("path", ["sampled", "class_blocks", "sampled_class_blocks"])
 def test_newton_cg__every_preconditioner_reaches_the_same_optimum(data, reference, monkeypatch, path):
     """N above SAMPLE_ROWS: the preconditioner is an importance-sampled Hessian; C (D + 1) above
-    FULL_HESSIAN_MAX: one Hessian block per class. Neither may change the answer, only the speed."""
+    FULL_HESSIAN_MAX: one Hessian block per class (sampled per class, the sample growing at each
+    rebuild). None may change the answer, only the speed."""
     x, y = data
-    if path == "sampled":
+    if path in ("sampled", "sampled_class_blocks"):
         monkeypatch.setattr(linear, "SAMPLE_ROWS", 300)
-    else:
+    if path in ("class_blocks", "sampled_class_blocks"):
         monkeypatch.setattr(linear, "FULL_HESSIAN_MAX", 0)
     for l2 in (1e-3, 1e-6):  # warm-started, as along the grid
         params, gmax, _ = solve(LogReg(x, y, C), l2=l2, max_iter=200, tol=1e-7, init=None if l2 == 1e-3 else params)
@@ -95,3 +96,60 @@ def test_fit_logreg__max_iter_bounds_the_work(data):
     g = prob.loss_grad(linear.to_theta((w, torch.zeros(C, dtype=w.dtype))), 1e-6)[1]
     assert float(g.abs().max()) > 1e-4
 
+
+
+def test_poisson_rows__inclusion_probabilities_and_unbiased_weights():
+    """About m rows, the heaviest for certain, each row included with probability pi ~ q and weighted
+    1 / pi: the weighted sum of values proportional to q (the Hessian's per-row terms) is unbiased."""
+    q = torch.rand(400, generator=torch.Generator().manual_seed(1), dtype=torch.float64) ** 4
+    q[:5] = 50.0  # five rows heavy enough to be taken for certain
+    q /= q.sum()
+    value = q * torch.rand(400, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    counts, sums, sizes = torch.zeros(400), [], []
+    for _ in range(2000):
+        rows, inv = linear.poisson_rows(q, 60, gen)
+        counts[rows] += 1
+        sums.append(float((value[rows] * inv).sum()))
+        sizes.append(len(rows))
+        assert set(range(5)) <= set(rows.tolist()) and bool((inv[:5] == 1.0).all())
+    pi = counts / 2000
+    assert abs(np.mean(sizes) - 60) < 0.5 and abs(float(pi.sum()) - 60) < 0.5
+    light = q < q[5:].median()
+    assert float(pi[light].mean()) < float(pi[~light][5:].mean()) / 5  # drawn ~ q: light rows rarely
+    assert abs(np.mean(sums) / float(value.sum()) - 1) < 0.01  # unbiased
+    rows, inv = linear.poisson_rows(q, 400, gen)  # m >= N: every row, weight 1
+    assert torch.equal(rows, torch.arange(400)) and bool((inv == 1).all())
+
+
+def test_gram__equals_the_product():
+    z = torch.randn(300, 17, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(linear.gram(z), (z.double().T @ z.double()), rtol=1e-5, atol=1e-4)
+    assert linear.gram(z).dtype == torch.float64
+
+
+def test_restandardise__the_same_logits_under_other_moments(data):
+    x, _ = data
+    raw = x * torch.linspace(0.5, 3, D, dtype=x.dtype) + torch.linspace(-2, 2, D, dtype=x.dtype)
+    old, new = linear.moments(raw[:1500]), linear.moments(raw)
+    g = torch.Generator().manual_seed(0)
+    params = torch.randn(D, C, generator=g, dtype=x.dtype), torch.randn(C, generator=g, dtype=x.dtype)
+    w, b = linear.restandardise(params, old, new)
+    torch.testing.assert_close((raw - new[0]) / new[1] @ w + b, (raw - old[0]) / old[1] @ params[0] + params[1])
+
+
+def test_newton_cg__a_refit_with_confidently_wrong_new_rows_converges(data):
+    """The refit's case: warm-started from a weak-L2 fit, with new rows that the start predicts
+    confidently wrong (large gradient, almost no curvature: the undamped Newton step is far too
+    long). The damped solver still reaches the exact optimum."""
+    x, y = data
+    l2 = 1e-6
+    start = fit_logreg(x[:1500], y[:1500], l2=l2, num_classes=C, max_iter=100, tol=1e-9)
+    scores = x[1500:] @ start[0] + start[1]
+    y_new = y.clone()
+    y_new[1500:] = scores.argmin(1)  # the class the start finds least likely
+    sk = LogisticRegression(C=1.0 / (l2 * N), solver="newton-cholesky", tol=1e-12, max_iter=1000).fit(x.numpy(), y_new.numpy())
+    ref = torch.from_numpy(sk.coef_.T.copy()), torch.from_numpy(sk.intercept_.copy())
+    params, gmax, _ = solve(LogReg(x, y_new, C), l2=l2, max_iter=100, tol=1e-8, init=start)
+    assert gmax <= 1e-8
+    check(params, ref, x, y_new, l2, dtype=torch.float64)
