@@ -122,10 +122,16 @@ def test_poisson_rows__inclusion_probabilities_and_unbiased_weights():
     assert torch.equal(rows, torch.arange(400)) and bool((inv == 1).all())
 
 
-def test_gram__equals_the_product():
-    z = torch.randn(300, 17, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(linear.gram(z), (z.double().T @ z.double()), rtol=1e-5, atol=1e-4)
-    assert linear.gram(z).dtype == torch.float64
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gram__equals_the_product(threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:  # one thread: BLAS syrk; more: torch's GEMM
+        z = torch.randn(300, 17, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(linear.gram(z), (z.double().T @ z.double()), rtol=1e-5, atol=1e-4)
+        assert linear.gram(z).dtype == torch.float64
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_restandardise__the_same_logits_under_other_moments(data):
