@@ -20,8 +20,8 @@ subset of the rows (Cholesky-factored; the idea of subsampled-Newton methods, Ro
 Mahoney 2016), which captures the coupling between classes and correlated features that makes
 weak-L2 fits ill-conditioned (hundreds of L-BFGS iterations). Above FULL_HESSIAN_MAX parameters it
 keeps one block per class, each from its own sample of the rows that carry that class's curvature,
-and the sample doubles whenever CG still needs many steps (weak L2 needs the most rows). The grid is warm-started
-strongest -> weakest and the refit from the chosen fit. Arithmetic is float32 (where the
+and the sample doubles whenever CG still needs many steps (weak L2 needs the most rows). The grid
+is warm-started strongest -> weakest and the refit from the chosen fit. Arithmetic is float32 (where the
 features are); the reported refit gradient is checked in float64 and polished there if needed.
 """
 from __future__ import annotations
@@ -29,10 +29,10 @@ from __future__ import annotations
 from typing import Annotated, Callable, Optional
 
 import torch
-from scipy.linalg import blas
-from threadpoolctl import threadpool_limits
 import torch.nn.functional as F
 from pydantic import Field, field_validator
+from scipy.linalg import blas
+from threadpoolctl import threadpool_limits
 
 from evalbench.core.validate import PositiveFloat
 from evalbench.features.artifact import Features
