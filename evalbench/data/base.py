@@ -63,6 +63,23 @@ class SubsetSource(Dataset):
         return self.source[int(self.indices[i])]
 
 
+def array_items(source: ImageSource) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """``(images, indices)`` such that ``source[i]`` is the image ``images[indices[i]]``, where ``source`` is an
+    :class:`ArraySource` or a :class:`SubsetSource` (of subsets) of one; None for any other source.
+
+    A batch of such a source is one fancy index of the uint8 array (N, C, H, W), without an item's
+    ``__getitem__`` per image (what extraction reads; a view's transformed copies go item by item).
+    Subclasses that override ``__getitem__`` are other sources.
+    """
+    indices: Optional[np.ndarray] = None
+    while isinstance(source, SubsetSource) and type(source).__getitem__ is SubsetSource.__getitem__:
+        indices = source.indices if indices is None else source.indices[indices]
+        source = source.source
+    if not (isinstance(source, ArraySource) and type(source).__getitem__ is ArraySource.__getitem__):
+        return None
+    return source.images, np.arange(len(source), dtype=np.int64) if indices is None else indices
+
+
 @dataclass(frozen=True)
 class SourceParts:
     """What a loader returns: the dataset's own train part and, if it has one, its test part."""

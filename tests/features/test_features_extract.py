@@ -9,6 +9,7 @@ import torch
 
 from evalbench.core.errors import DatasetCorruptError
 from evalbench.data import LOADERS, ArraySource, SubsetSource
+from evalbench.data.base import array_items
 from evalbench.encoders.base import DataConfig, Encoder
 from evalbench.features import ExtractionError, extract_features
 from tests.features.tiny_encoders import (CFG, reference_features, synthetic_image, tiny_encoder, tree_images,
@@ -150,7 +151,7 @@ def test_compiled_inference__equals_eager_reference_and_is_used(monkeypatch) -> 
     compiled = real(encoder.eval(), torch.randn(7, 3, 12, 12))
     assert compiled is not encoder  # the tiny encoder traces: the compiled path is taken
     x = _extract(encoder, source, batch_size=7)  # 50 = 7 * 7 + 1: the last batch has another size
-    assert calls == [7]
+    assert calls == [extract_mod.COMPILE_EXAMPLE]  # compiled once, on the first block's first images
     np.testing.assert_allclose(x, reference_features(encoder, source.images), rtol=1e-5, atol=1e-6)
 
 
@@ -165,3 +166,87 @@ def test_compiled_inference__falls_back_to_eager_where_tracing_changes_the_outpu
     from evalbench.features.extract import inference_module
     encoder = Encoder("test:bakes-batch", BakesBatch(), lambda m, x: m(x), 4).eval()
     assert inference_module(encoder, torch.randn(8, 1, 4, 4)) is encoder
+
+
+# --- in-memory arrays: batched reads, blocks, forward chunks, the compiled module reused ------------
+
+
+class _PerItem(torch.utils.data.Dataset):
+    """The images of ``source`` item by item (not an ArraySource): extraction goes through the DataLoader."""
+
+    def __init__(self, source) -> None:
+        self.source, self.labels = source, source.labels
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int):
+        return self.source[i]
+
+
+def test_array_items__resolves_subsets_of_arrays_only(tmp_path: Path) -> None:
+    source = _array_source(30)
+    inner = SubsetSource(source, np.arange(29, -1, -2))  # 15 items: 29, 27, ..., 1
+    outer = SubsetSource(inner, np.array([3, 0, 14, 3]))
+    images, indices = array_items(outer)
+    assert images is source.images and indices.tolist() == [23, 29, 1, 23]
+    assert all(np.array_equal(images[j], outer[i][0].numpy()) for i, j in enumerate(indices))
+    assert array_items(source)[1].tolist() == list(range(30))
+    assert array_items(_PerItem(source)) is None
+    assert array_items(SubsetSource(_PerItem(source), np.arange(3))) is None
+    _folder(tmp_path, 4, size=8)
+    assert array_items(LOADERS.get("imagefolder").load(root=tmp_path, image_size=8).train) is None
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_array_fast_path__bit_identical_to_the_per_item_loader(monkeypatch, compiled: bool) -> None:
+    """Blocks of whole batches (one fancy index each) and forward chunks smaller than a batch give the
+    features of the per-item DataLoader path, bit for bit, with a resize (12 -> 16 px) and a subset."""
+    import evalbench.features.extract as extract_mod
+    monkeypatch.setattr(extract_mod, "COMPILE_MIN_IMAGES", 20 if compiled else 10**9)
+    source = SubsetSource(_array_source(300), np.arange(299, 0, -2))  # 150 images, reversed, every other one
+    encoder = tiny_encoder(seed=3)
+    slow = _extract(encoder, _PerItem(source), batch_size=32)
+    monkeypatch.setattr(extract_mod, "PREPROCESS_BLOCK_BYTES", 3 * 32 * 3 * 16 * 16 * 4)  # 3 batches a block
+    monkeypatch.setattr(extract_mod, "FORWARD_IMAGES_PER_THREAD", 5)  # chunks of 5 (or 10 at 2 threads)
+    fast = _extract(encoder, source, batch_size=32)
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_allclose(fast, reference_features(encoder, source.source.images[source.indices]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def _nan_where_constant(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    constant = (x.amax(dim=(2, 3)) == x.amin(dim=(2, 3))).all(dim=1)
+    return x.mean(dim=(2, 3)) + torch.where(constant, float("nan"), 0.0)[:, None]
+
+
+def test_array_fast_path__non_finite_features_name_the_first_image() -> None:
+    source = _array_source(20)
+    source.images[9] = 0  # a constant image: NaN features
+    encoder = Encoder("tiny-nan9", torch.nn.Identity(), _nan_where_constant, 3)
+    with pytest.raises(ExtractionError, match=r"tiny-nan9.*non-finite features for 1 of images 0\.\.19, the first image 9"):
+        _extract(encoder, source, batch_size=8)  # one block of 20 images
+
+
+def test_compiled_module__reused_while_the_weights_are_unchanged(monkeypatch) -> None:
+    """A task's splits compile once; an in-place weight update (an optimizer step) compiles again."""
+    import evalbench.features.extract as extract_mod
+    calls = []
+    real = extract_mod.inference_module
+    monkeypatch.setattr(extract_mod, "COMPILE_MIN_IMAGES", 20)
+    monkeypatch.setattr(extract_mod, "inference_module", lambda enc, x: calls.append(len(x)) or real(enc, x))
+    encoder, a, b = tiny_encoder(seed=4), _array_source(40), _array_source(30)
+    first = _extract(encoder, a)
+    _extract(encoder, b)
+    np.testing.assert_array_equal(_extract(encoder, a), first)
+    assert len(calls) == 1
+    _extract(encoder, _array_source(30, size=8))  # other images, resized to the same input: the same module
+    assert len(calls) == 1
+    _extract(encoder, b, cfg=DataConfig(in_chans=3, input_size=8, mean=CFG.mean, std=CFG.std))  # 8 px input
+    assert len(calls) == 2
+    with torch.no_grad():
+        encoder.model[0].weight.mul_(2)
+    changed = _extract(encoder, a)
+    assert len(calls) == 3
+    np.testing.assert_allclose(changed, reference_features(encoder, a.images), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(changed, first)
