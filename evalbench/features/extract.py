@@ -142,11 +142,12 @@ def inference_module(encoder: Encoder, example: torch.Tensor) -> Callable[[torch
 
 
 def _weights_key(encoder: Encoder, example: torch.Tensor) -> Optional[tuple]:
-    """What a compiled module depends on: the identity and version counter of every parameter and buffer
-    (an optimizer step or ``load_state_dict`` bumps it), the input's (C, H, W), dtype and memory format.
+    """What a compiled module depends on: the identity, version counter, storage and dtype of every
+    parameter and buffer (an optimizer step or ``load_state_dict`` bumps the version; ``module.to(...)``
+    and ``param.data = ...`` replace the storage), the input's (C, H, W), dtype and memory format.
     None where a tensor has no version counter (created under ``torch.inference_mode``): never reused."""
     try:
-        tensors = tuple((id(t), t._version) for t in (*encoder.parameters(), *encoder.buffers()))
+        tensors = tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in (*encoder.parameters(), *encoder.buffers()))
     except RuntimeError:
         return None
     return (tensors, tuple(example.shape[1:]), example.dtype, example.is_contiguous(memory_format=MEMORY_FORMAT))

@@ -250,3 +250,8 @@ def test_compiled_module__reused_while_the_weights_are_unchanged(monkeypatch) ->
     assert len(calls) == 3
     np.testing.assert_allclose(changed, reference_features(encoder, a.images), rtol=1e-5, atol=1e-6)
     assert not np.allclose(changed, first)
+    with torch.no_grad():  # weights replaced without an in-place op (what module.to(...) does): compiles again
+        encoder.model[0].weight.data = encoder.model[0].weight.data * 0.5
+    restored = _extract(encoder, a)
+    assert len(calls) == 4
+    np.testing.assert_allclose(restored, first, rtol=1e-5, atol=1e-6)
