@@ -159,3 +159,26 @@ def test_newton_cg__a_refit_with_confidently_wrong_new_rows_converges(data):
     params, gmax, _ = solve(LogReg(x, y_new, C), l2=l2, max_iter=100, tol=1e-8, init=start)
     assert gmax <= 1e-8
     check(params, ref, x, y_new, l2, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gradient_and_hessian_products_in_both_layouts(data, threads):
+    """One thread: theta @ X^T and R @ X; more: X @ theta^T and X^T @ R^T. Both give the objective's
+    gradient and Hessian-vector product (autograd in float64 as the reference)."""
+    x, y = data
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        prob, g = LogReg(x, y, C), torch.Generator().manual_seed(5)
+        theta, v = (torch.randn(C, D + 1, generator=g, dtype=x.dtype) for _ in range(2))
+        f, grad, P = prob.loss_grad(theta, 1e-3)
+        hv = prob.hess_vec(P, v, 1e-3)
+    finally:
+        torch.set_num_threads(before)
+    w, b = theta[:, :-1].T.clone().requires_grad_(True), theta[:, -1].clone().requires_grad_(True)
+    ref_f = objective(w, b, x, y, l2=1e-3)
+    gw, gb = torch.autograd.grad(ref_f, (w, b), create_graph=True)
+    torch.testing.assert_close(f, float(ref_f.detach()), rtol=1e-10, atol=0)
+    torch.testing.assert_close(grad, torch.cat([gw.T, gb[:, None]], 1).detach(), rtol=1e-9, atol=1e-12)
+    hw, hb = torch.autograd.grad((gw * v[:, :-1].T).sum() + (gb * v[:, -1]).sum(), (w, b))
+    torch.testing.assert_close(hv, torch.cat([hw.T, hb[:, None]], 1), rtol=1e-9, atol=1e-12)
