@@ -39,8 +39,9 @@ from scale import counting_cg  # noqa: E402  (the CG-step counter the scale stud
 
 TOP = 128
 class KronPreconditioner:
-    def __init__(self, prob, P, gen, iters=2):
+    def __init__(self, prob, P, gen, rows=L.SAMPLE_ROWS, iters=2):
         c, d1 = prob.c, prob.d1
+        self.rows, self.stale = rows, False  # what the solver reads of a preconditioner (rows: unused here)
         rows, w = L.sampled_rows(prob, P, gen)
         Z, Pr, w = prob.X[rows].double(), P[:, rows].T.double(), w.double()   # (m, D1), (m, C), (m,)
         A = (Z * w[:, None]).T @ Z  # (D1, D1)
@@ -84,8 +85,9 @@ def pca_basis(prob):
     return prob._U
 
 class SplitPreconditioner:
-    def __init__(self, prob, P, gen):
+    def __init__(self, prob, P, gen, rows=L.SAMPLE_ROWS):
         c, d1 = prob.c, prob.d1
+        self.rows, self.stale = rows, False  # what the solver reads of a preconditioner (rows: unused here)
         U = pca_basis(prob)
         k = min(TOP, d1 - 1)
         rows, w = L.sampled_rows(prob, P, gen)

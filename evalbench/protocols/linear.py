@@ -240,7 +240,7 @@ class Preconditioner:
     classes) get an identity block, so M is definite.
     """
 
-    def __init__(self, prob: LogReg, P: torch.Tensor, gen: torch.Generator, rows: int = SAMPLE_ROWS):
+    def __init__(self, prob: LogReg, P: torch.Tensor, gen: torch.Generator, rows: int):
         c, d1 = prob.c, prob.d1
         self.full, self.l2, self.shape, self.rows = c * d1 <= FULL_HESSIAN_MAX, None, (c, d1), min(rows, prob.n)
         self.stale = False  # set when the solver wants a new one built (its rows stay the next one's start)
@@ -303,14 +303,14 @@ def conjugate_gradient(prob: LogReg, P: torch.Tensor, g: torch.Tensor, l2: float
 
 
 def newton(prob: LogReg, theta: torch.Tensor, l2: float, *, tol: float, max_iter: int, gen: torch.Generator,
-           precond: Optional[Preconditioner] = None, rows: int = SAMPLE_ROWS
+           precond: Optional[Preconditioner] = None, rows: Optional[int] = None
            ) -> tuple[torch.Tensor, float, int, Optional[Preconditioner]]:
     """Newton-CG with a backtracking (Armijo) line search and Levenberg-Marquardt damping, until
     max|grad| <= tol or max_iter steps.
 
     Returns (theta, max|grad|, Newton steps, the last preconditioner: the next grid value starts
     from it if its l2 is near, else from a fresh one built at its own starting point with as many
-    rows; without one, the first is built from ``rows`` rows). A step is also accepted when it
+    rows; without one, the first is built from ``rows`` rows, default SAMPLE_ROWS). A step is also accepted when it
     lowers max|grad| without raising the objective beyond rounding: near the optimum, float32
     cannot resolve the objective's decrease but still the gradient's. The preconditioner is rebuilt
     after a Newton step that needed more than REBUILD_AFTER_CG CG steps (about what a build costs),
@@ -328,7 +328,7 @@ def newton(prob: LogReg, theta: torch.Tensor, l2: float, *, tol: float, max_iter
     theta = sum_zero(theta)
     f, G, P = prob.loss_grad(theta, l2)
     gmax, fresh, it, mu = float(G.abs().max()), False, 0, 0.0
-    rows = precond.rows if precond is not None else rows
+    rows = precond.rows if precond is not None else (rows or SAMPLE_ROWS)
     if precond is not None and (precond.stale or not precond.close_to(l2)):  # e.g. a 10x step along the grid: build afresh here
         precond.stale = True
     rounding = 10 * torch.finfo(theta.dtype).eps  # relative noise of the objective's per-row terms
@@ -372,7 +372,7 @@ def from_theta(theta: torch.Tensor) -> Params:
 
 
 def solve(prob: LogReg, *, l2: float, max_iter: int, tol: float, init: Optional[Params],
-          precond: Optional[Preconditioner] = None, rows: int = SAMPLE_ROWS) -> tuple[Params, float, Optional[Preconditioner]]:
+          precond: Optional[Preconditioner] = None, rows: Optional[int] = None) -> tuple[Params, float, Optional[Preconditioner]]:
     """Minimise ``objective`` on prob to max|grad| <= tol (at most max_iter Newton steps).
 
     Returns (W, b), max|grad| and the last preconditioner (pass it to the next warm-started fit, or its
@@ -387,7 +387,7 @@ def solve(prob: LogReg, *, l2: float, max_iter: int, tol: float, init: Optional[
 
 
 def fit_logreg(x: torch.Tensor, y: torch.Tensor, *, l2: float, num_classes: int, max_iter: int,
-               init: Optional[Params] = None, tol: float = 1e-6, rows: int = SAMPLE_ROWS) -> Params:
+               init: Optional[Params] = None, tol: float = 1e-6, rows: Optional[int] = None) -> Params:
     """Minimise ``objective`` on (x, y) to max|grad| <= tol, from init (warm start) or zero; ``rows``: the
     preconditioner's first sample size (what a fit of a related problem ended with)."""
     return solve(LogReg(x, y, num_classes), l2=l2, max_iter=max_iter, tol=tol, init=init, rows=rows)[0]
@@ -432,11 +432,12 @@ def linear_probe(features: Features, *, params: dict, seed: int, device: torch.d
     (x_tr, y_tr), (x_val, y_val), (x_test, y_test) = (features.tensors(s, device=device) for s in ("train", "val", "test"))
     grid = [float(v) for v in params["l2_grid"]]
     max_iter, tol, c = int(params["max_iter"]), float(params.get("tol", 1e-6)), features.num_classes
-    sel, ref = moments(x_tr), moments(torch.cat([x_tr, x_val]))  # selection statistics: train only; refit: train + val
+    x_trval = torch.cat([x_tr, x_val])
+    sel, ref = moments(x_tr), moments(x_trval)  # selection statistics: train only; refit: train + val
     xs_tr, xs_val = ((x - sel[0]) / sel[1] for x in (x_tr, x_val))
     l2, curve, chosen_fit, rows, grid_grad = select_l2(xs_tr, y_tr, xs_val, y_val, grid=grid, num_classes=c,
                                                        max_iter=max_iter, tol=tol)
-    x_all, x_test = ((x - ref[0]) / ref[1] for x in (torch.cat([x_tr, x_val]), x_test))
+    x_all, x_test = ((x - ref[0]) / ref[1] for x in (x_trval, x_test))
     y_all = torch.cat([y_tr, y_val])
     final = fit_logreg(x_all, y_all, l2=l2, num_classes=c, max_iter=max_iter, tol=tol, rows=rows,
                        init=restandardise(chosen_fit, sel, ref))  # warm start: the chosen fit's function
