@@ -60,6 +60,7 @@ SAMPLE_ROWS = 8192  # rows of the preconditioner's Hessian (all rows below this)
 FULL_HESSIAN_MAX = 3072  # C * (D + 1) above this: one Hessian block per class (the full one costs too much)
 NEAR_RATIO = 3.0  # a grid value within this factor of the previous one starts from its preconditioner
 MAX_DAMPING = 1e4  # Levenberg-Marquardt damping beyond which a failed line search is final (the loss's curvature is <= 1 per unit ||x||^2)
+PAD_CLASSES = 16  # the gradient GEMM's class dimension, padded with zeros at > 1 thread (LogReg.back)
 REBUILD_AFTER_CG = 30  # rebuild the preconditioner when a Newton step needed more CG steps than this
 
 
@@ -117,10 +118,15 @@ class LogReg:
         return (self.X @ theta.T).T.contiguous()
 
     def back(self, R: torch.Tensor) -> torch.Tensor:
-        """R (C, N) -> R X as (C, D1)."""
+        """R (C, N) -> R X as (C, D1). With more than one CPU thread, R gets zero rows up to a multiple of
+        PAD_CLASSES first: X^T R^T with 16 columns is the faster GEMM (55000 x 513, 2 threads: 10.2 ms for
+        16 columns against 17.4 ms for 10; the resnet18 probe 44.6 s -> 38.9 s, same val curve)."""
         if self.X.device.type == "cpu" and torch.get_num_threads() == 1:
             return R @ self.X
-        return (self.XT @ R.T).T
+        c, pad = len(R), -len(R) % PAD_CLASSES
+        if pad and self.X.device.type == "cpu":
+            R = torch.cat([R, R.new_zeros(pad, R.shape[1])])
+        return (self.XT @ R.T).T[:c]
 
     def loss_grad(self, theta: torch.Tensor, l2: float) -> tuple[float, torch.Tensor, torch.Tensor]:
         """Objective (summed in float64), gradient (C, D1) and softmax probabilities P (C, N)."""
