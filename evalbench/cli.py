@@ -62,7 +62,7 @@ def cmd_pretrain(a: argparse.Namespace) -> int:
     from evalbench.results.store import ArtifactStore
     from evalbench.run.executors import EXECUTORS, ExecOptions
     from evalbench.run.plan import PlanContext, plan_pretrain
-    from evalbench.run.worker import CHECKPOINT_FILE
+    from evalbench.run.stages import CHECKPOINT_FILE
     from evalbench.specs.checkpoint import CheckpointSpec, StageWeights
 
     cfg = load_pretrain_config(Path(a.config))

@@ -73,3 +73,18 @@ def test_layers__matplotlib_only_in_the_report_module():
     users = sorted(str(p.relative_to(PKG.parent)) for p in PKG.rglob("*.py")
                    if any(m == "matplotlib" or m.startswith("matplotlib.") for m, _ in _imports(p)))
     assert users == ["evalbench/results/report.py"]
+
+
+def test_layers__the_driver_imports_no_training_stack():
+    """`evalbench run` plans and schedules without torchvision or timm (1.4 s of imports on a 2-core host,
+    paid before Ray starts): the stages that train or extract import them in the workers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, evalbench.cli, evalbench.default, evalbench.run.runner, evalbench.run.plan, "
+            "evalbench.run.executors, evalbench.results.tables; "
+            "print(sorted(m for m in ('torchvision', 'timm', 'evalbench.pretrain.trainer', 'evalbench.run.train_ray') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PKG.parent).stdout.strip()
+    assert out == "[]", out

@@ -14,7 +14,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from torch.utils.data import Dataset
 
 from evalbench.core.registry import Registry
@@ -88,14 +87,20 @@ def _center_crop_area(img: torch.Tensor, scale: float) -> torch.Tensor:
     """The central crop holding ``scale`` of the area, resized back to the image's size (bilinear, antialiased)."""
     h, w = img.shape[-2:]
     ch, cw = max(1, round(h * math.sqrt(scale))), max(1, round(w * math.sqrt(scale)))
+    import torchvision.transforms.functional as TF  # here, not at import: torchvision costs the CLI ~1.4 s
+
     return TF.resized_crop(img, (h - ch) // 2, (w - cw) // 2, ch, cw, [h, w], antialias=True)
 
 
 def _color(img: torch.Tensor, brightness: float, contrast: float) -> torch.Tensor:
+    import torchvision.transforms.functional as TF
+
     return TF.adjust_contrast(TF.adjust_brightness(img, brightness), contrast)
 
 
 def _blur(img: torch.Tensor, sigma: float, kernel: int) -> torch.Tensor:
+    import torchvision.transforms.functional as TF
+
     return TF.gaussian_blur(img, [kernel, kernel], [sigma, sigma])
 
 

@@ -25,7 +25,6 @@ from typing import Callable, Iterator, Optional
 from evalbench.core.errors import PreflightError, plain_message
 from evalbench.core.registry import Registry
 from evalbench.run.stages import Stage, StageOutput, WorkerContext
-from evalbench.run.worker import run_stage
 
 CONNECT_TIMEOUT_S = 10.0  # a cluster address that does not answer within this is an error, not a hang
 MAX_RETRIES = 3  # Ray re-runs a stage whose worker process died this many times (Ray's default)
@@ -48,6 +47,8 @@ EXECUTORS: Registry[Executor] = Registry("executor", "evalbench run --help")
 
 @EXECUTORS.register("local")
 def run_local(stages: list[Stage], done: dict[str, StageOutput], opts: ExecOptions) -> Iterator[tuple[Stage, StageOutput]]:
+    from evalbench.run.worker import run_stage  # the workers' imports (torchvision, timm): not the driver's
+
     outputs = dict(done)
     ctx = WorkerContext(storage=opts.storage)
     for stage in stages:
@@ -143,6 +144,8 @@ def _init_ray(opts: ExecOptions) -> bool:
 def _ray_stage(stage: Stage, ctx: WorkerContext, *upstream: StageOutput) -> StageOutput:
     """The Ray task: Ray resolved the upstream refs into their outputs before calling this."""
     import ray
+
+    from evalbench.run.worker import run_stage
 
     return run_stage(stage, list(upstream), replace(ctx, node=ray.get_runtime_context().get_node_id()))
 

@@ -39,8 +39,7 @@ from evalbench.results.store import ArtifactStore, RecordStore
 from evalbench.results.frame import params_id  # the short params hash of table columns
 from evalbench.run.executors import EXECUTORS, ExecOptions, check_options, check_reachable
 from evalbench.run.plan import Plan, plan_suite
-from evalbench.run.stages import STAGE_KINDS, Stage, StageOutput
-from evalbench.run.worker import CHECKPOINT_FILE
+from evalbench.run.stages import CHECKPOINT_FILE, STAGE_KINDS, Stage, StageOutput
 from evalbench.specs.checkpoint import CheckpointSpec, FileWeights
 from evalbench.specs.suite import Suite
 

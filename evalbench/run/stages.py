@@ -15,6 +15,8 @@ from typing import Any, Callable, Literal, Mapping, Optional
 
 from evalbench.core.registry import Registry
 
+CHECKPOINT_FILE = "model.safetensors"  # a pretrain stage's checkpoint, in the store's checkpoint_dir(stage identity)
+
 
 @dataclass(frozen=True)
 class Resources:

@@ -26,20 +26,15 @@ from evalbench.encoders import Encoder, build_encoder
 from evalbench.encoders.base import channel_adaptation
 from evalbench.features.artifact import Features, features_exist, load_features, save_features
 from evalbench.features.extract import extract_features
-from evalbench.pretrain.checkpoint import pretrain_metadata, save_checkpoint
 from evalbench.pretrain.config import PretrainConfig
-from evalbench.pretrain.finetune import finetune
-from evalbench.pretrain.trainer import pretrain
 from evalbench.protocols import PROBES, ProbeResult
 from evalbench.results.predictions import interval_details
 from evalbench.results.store import ArtifactStore
-from evalbench.run.stages import STAGE_KINDS, Stage, StageKind, StageOutput, WorkerContext
-from evalbench.run.train_ray import fit_data_parallel
+from evalbench.run.stages import CHECKPOINT_FILE, STAGE_KINDS, Stage, StageKind, StageOutput, WorkerContext
 from evalbench.specs.checkpoint import CheckpointSpec, FileWeights, RandomWeights, StageWeights
 from evalbench.specs.subsets import task_subset
 from evalbench.specs.task import TaskSpec, load_task
 
-CHECKPOINT_FILE = "model.safetensors"
 
 
 def pick_device() -> torch.device:
@@ -111,6 +106,11 @@ def load_encoder(spec: CheckpointSpec, weights_file: Optional[Path]) -> tuple[En
 
 def run_pretrain(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
     """Train (or resume training) one checkpoint; its weights and metadata land in the store at once."""
+    # the training stack (torchvision's transforms, Ray Train) is imported by the stages that train, not by the driver
+    from evalbench.pretrain.checkpoint import pretrain_metadata, save_checkpoint
+    from evalbench.pretrain.trainer import pretrain
+    from evalbench.run.train_ray import fit_data_parallel
+
     store = ArtifactStore(Path(ctx.storage))
     target = store.checkpoint_dir(stage.identity)
     if (target / CHECKPOINT_FILE).is_file():  # made by another run meanwhile
@@ -206,6 +206,8 @@ def run_probe(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> 
 def run_train(stage: Stage, upstream: list[StageOutput], ctx: WorkerContext) -> StageOutput:
     """Fine-tune the checkpoint's encoder on the protocol's labelled subset (draw = the seed), lr chosen
     on val, test top-1 with its bootstrap interval and predictions (pretrain/finetune.py)."""
+    from evalbench.pretrain.finetune import finetune
+
     spec: CheckpointSpec = stage.inputs["checkpoint"]
     task: TaskSpec = stage.inputs["task"]
     protocol = stage.inputs["protocol"]
