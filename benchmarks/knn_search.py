@@ -1,5 +1,5 @@
-"""evalbench's k-NN (``knn_predict``, both published settings) against the bare GEMM and faiss, and one
-variant of its faiss search that was tried and not kept (issue 10).
+"""evalbench's k-NN (``knn_predict``, both published settings) against the bare GEMM and faiss, and
+variants of its search that were tried and not kept (issue 10).
 
     .venv/bin/python benchmarks/knn_search.py --threads 1 2 --repeats 3
 
@@ -14,6 +14,12 @@ both (1.58 s vs 1.24 s, 1.78 s vs 1.28 s; more CPU time too), so it was not kept
 this file: a torch threshold filter (GEMM per 1024 x 1024 tile, per-group maxima, keep only entries
 above a lower bound of each query's 200th similarity, one topk at the end): 1.6x the GEMM in CPU time
 against faiss's 1.3x at 1 thread, its many small torch ops costing more than faiss's scalar reservoir.
+Also timed: ``heap_topk``, torch's GEMM per 1024 x 1024 tile (the fastest GEMM peer) with each tile merged
+into per-query heaps by faiss's C++ ``float_minheap_array_t.addn``: 1.58x the GEMM at 1 thread and 1.57x at 2
+(06:31 UTC, load 1.4-1.7; evalbench 1.32x / 1.44x in the same run): heaps cost more than faiss's reservoir.
+In a scratch prototype (not kept: it needed numba), torch's GEMM tiles with a compiled reservoir scan
+(32-wide vectorised maxima, exact per-query reservoirs) took 1.63x / 1.78x: on these features (cosine
+similarities packed near 0.99) 30-80% of the 32-wide chunks exceed the running 200th similarity.
 Per thread count all sides alternate in one process, best of
 --repeats, wall clock (``time.perf_counter``) and this process's CPU time; prints the ratios to the
 faster GEMM, the fraction of neighbour indices identical to faiss's (position by position, and as
@@ -69,6 +75,26 @@ def pooled_topk(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torc
     return torch.from_numpy(sims), torch.from_numpy(idx)
 
 
+
+def heap_topk(queries: torch.Tensor, bank: torch.Tensor, k: int, qb: int = 1024, bb: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """The second tried variant: torch's GEMM per qb x bb tile (torch's threads), each tile merged into
+    per-query heaps by faiss's C++ ``float_minheap_array_t.addn`` (OpenMP over the queries): the GEMM
+    of the fastest peer with faiss's own selection code, minus its reservoir."""
+    faiss = knn.faiss
+    nq = len(queries)
+    sims, idx = np.empty((nq, k), np.float32), np.empty((nq, k), np.int64)
+    heaps = faiss.float_minheap_array_t()
+    heaps.nh, heaps.k, heaps.val, heaps.ids = nq, k, faiss.swig_ptr(sims), faiss.swig_ptr(idx)
+    heaps.heapify()
+    bank_t = bank.T
+    for qs in range(0, nq, qb):
+        q = queries[qs:qs + qb]
+        for bs in range(0, len(bank), bb):
+            tile = (q @ bank_t[:, bs:bs + bb]).contiguous().numpy()
+            heaps.addn(tile.shape[1], faiss.swig_ptr(tile), bs, qs, len(q))
+    heaps.reorder()
+    return torch.from_numpy(sims), torch.from_numpy(idx)
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -82,16 +108,19 @@ def main() -> None:
     c = int(bank_y.max()) + 1
     predict = lambda: knn.knn_predict(bank_x, bank_y, query_x, settings=SETTINGS, num_classes=c)  # noqa: E731
 
-    def predict_pooled() -> dict:
-        kept, knn.faiss_topk = knn.faiss_topk, pooled_topk
-        try:
-            return predict()
-        finally:
-            knn.faiss_topk = kept
+    def predict_with(topk):
+        def run() -> dict:
+            kept, knn.faiss_topk = knn.faiss_topk, topk
+            try:
+                return predict()
+            finally:
+                knn.faiss_topk = kept
+        return run
 
     fns = {"gemm rows": lambda: run_all.bare_gemm(query, bank), "gemm tiles": lambda: run_all.tiled_gemm(query, bank),
            "faiss + vote (peer)": lambda: run_all.faiss_vote(bank_x, bank_y, query_x, SETTINGS, c),
-           "evalbench": predict, "evalbench, pooled_topk": predict_pooled}
+           "evalbench": predict, "evalbench, pooled_topk": predict_with(pooled_topk),
+           "evalbench, heap_topk": predict_with(heap_topk)}
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -110,12 +139,12 @@ def main() -> None:
         index = knn.faiss.IndexFlatIP(bank.shape[1])
         index.add(bank.numpy())
         ref_i = torch.from_numpy(index.search(query.numpy(), 200)[1])
-        for name, topk in {"evalbench": knn.faiss_topk, "pooled_topk": pooled_topk}.items():
+        for name, topk in {"evalbench": knn.faiss_topk, "pooled_topk": pooled_topk, "heap_topk": heap_topk}.items():
             new_i = topk(query, bank, 200)[1]
             same_sets = np.mean([len(np.intersect1d(a, b)) / 200 for a, b in zip(new_i.numpy(), ref_i.numpy())])
             print(f"  {name} neighbours vs faiss IndexFlatIP: identical indices {100 * float((new_i == ref_i).float().mean()):.3f}% "
                   f"(by position), {100 * same_sets:.4f}% (as sets)")
-        for name in ("evalbench", "evalbench, pooled_topk"):
+        for name in ("evalbench", "evalbench, pooled_topk", "evalbench, heap_topk"):
             for key, p in out["faiss + vote (peer)"].items():
                 print(f"  {name} predictions k={key[0]} T={key[1]:g}: identical to the peer's "
                       f"{100 * float((out[name][key] == p).float().mean()):.3f}%")
